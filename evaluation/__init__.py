@@ -1,0 +1,1 @@
+"""Metrics, evaluation runs, rubrics and review, continual-learning orchestration."""
