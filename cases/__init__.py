@@ -1,0 +1,1 @@
+"""Case records, PHI de-identification and encryption, intake views, analyses, the case API."""
