@@ -1,0 +1,91 @@
+"""REST API for cases: thin views with their own input and output serializers."""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cases import selectors, services
+from cases.models import AccessEvent, Case, Department
+from cases.views import client_addr
+
+
+def _text(limit: int | None = None, help_text: str = ""):
+    return serializers.CharField(
+        required=False, allow_blank=True, max_length=limit or settings.MEDPORTAL_MAX_FIELD_CHARS, help_text=help_text
+    )
+
+
+class CaseInputSerializer(serializers.Serializer):
+    sex = serializers.ChoiceField(choices=Case.Sex.choices, default=Case.Sex.UNKNOWN)
+    age = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=130)
+    department = serializers.ChoiceField(choices=Department.choices, required=False, allow_blank=True)
+    chief_complaint = _text(help_text="主诉. A case needs a chief complaint or free_text.")
+    present_illness = _text(help_text="现病史")
+    past_history = _text(help_text="既往史")
+    physical_exam = _text(help_text="体格检查")
+    tests_imaging = _text(help_text="辅助检查")
+    free_text = _text(settings.MEDPORTAL_MAX_FREE_TEXT_CHARS, help_text="One pasted free-text record.")
+
+    def to_input(self) -> services.CaseInput:
+        data = dict(self.validated_data)
+        return services.CaseInput(
+            sex=data.pop("sex"), age=data.pop("age", None), department=data.pop("department", ""), texts=data
+        )
+
+
+class CaseOutputSerializer(serializers.ModelSerializer):
+    """A case as stored: de-identified text only; the originals never leave through the API."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api-case-detail")
+    age = serializers.SerializerMethodField(help_text="Ages over 89 are reported as '≥90'.")
+
+    class Meta:
+        model = Case
+        fields = [
+            "id", "url", "language", "sex", "age", "department", "chief_complaint", "present_illness",
+            "past_history", "physical_exam", "tests_imaging", "free_text", "phi_count", "status", "created_at",
+        ]
+
+    def get_age(self, case: Case) -> str | None:
+        return case.age_display or None
+
+
+class CaseListCreateApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("q", str, description="Search phrase"), OpenApiParameter("page", int)],
+        responses=CaseOutputSerializer(many=True),
+    )
+    def get(self, request):
+        cases = selectors.case_list(user=request.user, query=request.query_params.get("q", ""))
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(cases, request, view=self)
+        services.access_record(
+            user=request.user, action=AccessEvent.Action.API_CASE_LIST, cases=page, remote_addr=client_addr(request)
+        )
+        return paginator.get_paginated_response(CaseOutputSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(request=CaseInputSerializer, responses={201: CaseOutputSerializer})
+    def post(self, request):
+        serializer = CaseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            case = services.case_create(author=request.user, data=serializer.to_input(), remote_addr=client_addr(request))
+        except DjangoValidationError as error:
+            raise ValidationError(error.message_dict) from None
+        output = CaseOutputSerializer(case, context={"request": request})
+        return Response(output.data, status=status.HTTP_201_CREATED)
+
+
+class CaseDetailApi(APIView):
+    @extend_schema(responses=CaseOutputSerializer)
+    def get(self, request, pk: int):
+        case = selectors.case_get(user=request.user, pk=pk)
+        services.access_record(
+            user=request.user, action=AccessEvent.Action.API_CASE_READ, cases=[case], remote_addr=client_addr(request)
+        )
+        return Response(CaseOutputSerializer(case, context={"request": request}).data)

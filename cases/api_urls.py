@@ -1,0 +1,8 @@
+from django.urls import path
+
+from cases import api
+
+urlpatterns = [
+    path("cases/", api.CaseListCreateApi.as_view(), name="api-case-list"),
+    path("cases/<int:pk>/", api.CaseDetailApi.as_view(), name="api-case-detail"),
+]

@@ -1,0 +1,53 @@
+"""Reads of case data, always scoped by the acting user."""
+
+from auditlog.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from cases.models import AccessEvent, Case
+
+
+def case_list(*, user, query: str = "") -> QuerySet[Case]:
+    """A doctor's own cases, newest first, optionally filtered by a search phrase."""
+    if not user.has_perm("cases.view_case"):
+        raise PermissionDenied
+    cases = Case.objects.filter(author=user)
+    query = query.strip()
+    if query:
+        cases = cases.filter(
+            Q(chief_complaint__icontains=query)
+            | Q(free_text__icontains=query)
+            | Q(present_illness__icontains=query)
+            | Q(department__icontains=query)
+        )
+    return cases
+
+
+def case_get(*, user, pk: int) -> Case:
+    """One of the user's own cases; any other case does not exist for them."""
+    if not user.has_perm("cases.view_case"):
+        raise PermissionDenied
+    try:
+        return Case.objects.get(pk=pk, author=user)
+    except Case.DoesNotExist:
+        raise Http404 from None
+
+
+def access_event_list(*, user, action: str = "", username: str = "") -> QuerySet[AccessEvent]:
+    if not user.has_perm("cases.view_accessevent"):
+        raise PermissionDenied
+    events = AccessEvent.objects.all()
+    if action:
+        events = events.filter(action=action)
+    if username:
+        events = events.filter(actor_username=username)
+    return events
+
+
+def case_change_list(*, user) -> QuerySet[LogEntry]:
+    """django-auditlog's change history of cases (PHI fields masked there)."""
+    if not user.has_perm("auditlog.view_logentry"):
+        raise PermissionDenied
+    return LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(Case)).select_related("actor")

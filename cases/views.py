@@ -1,0 +1,65 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from cases import selectors, services
+from cases.forms import CaseForm
+from cases.models import AccessEvent
+
+
+def client_addr(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+@login_required
+@require_GET
+def case_list(request):
+    query = request.GET.get("q", "")
+    page = Paginator(selectors.case_list(user=request.user, query=query), 20).get_page(request.GET.get("page"))
+    services.access_record(
+        user=request.user, action=AccessEvent.Action.CASE_LIST, cases=page.object_list,
+        remote_addr=client_addr(request),
+    )
+    return render(request, "cases/case_list.html", {"page": page, "query": query})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_create(request):
+    if not request.user.has_perm("cases.add_case"):
+        raise PermissionDenied
+    form = CaseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            case = services.case_create(author=request.user, data=form.to_input(), remote_addr=client_addr(request))
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            messages.success(request, _("Case submitted. Identifiers were replaced before storage."))
+            return redirect("cases:detail", pk=case.pk)
+    status = 400 if form.errors else 200
+    return render(request, "cases/case_form.html", {"form": form}, status=status)
+
+
+@login_required
+@require_GET
+def case_detail(request, pk: int):
+    case = selectors.case_get(user=request.user, pk=pk)
+    services.access_record(
+        user=request.user, action=AccessEvent.Action.CASE_VIEW, cases=[case], remote_addr=client_addr(request)
+    )
+    return render(request, "cases/case_detail.html", {"case": case})
+
+
+@login_required
+@require_POST
+def case_reveal(request, pk: int):
+    case = selectors.case_get(user=request.user, pk=pk)
+    revealed = services.case_reveal_phi(user=request.user, case=case, remote_addr=client_addr(request))
+    response = render(request, "cases/case_reveal.html", {"case": case, "revealed": revealed})
+    response["Cache-Control"] = "no-store"
+    return response

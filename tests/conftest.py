@@ -1,0 +1,68 @@
+"""Personas and browser set-up shared by the suite."""
+
+import os
+from importlib import import_module
+
+import pytest
+from django.apps import apps as django_apps
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from cases import roles
+
+# pytest-django's live_server and Playwright's sync API share the main thread.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+PASSWORD = "a-long-test-password"
+
+
+def make_user(django_user_model, username: str, role: str | None, *, staff: bool = False):
+    user = django_user_model.objects.create_user(username=username, password=PASSWORD, is_staff=staff)
+    if role:
+        if not Group.objects.filter(name=role).exists():
+            # A transactional test (the browser tests) flushed what the data migration made.
+            import_module("cases.migrations.0002_roles").create_roles(django_apps, None)
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def doctor(django_user_model):
+    return make_user(django_user_model, "dr_owner", roles.DOCTOR)
+
+
+@pytest.fixture
+def other_doctor(django_user_model):
+    return make_user(django_user_model, "dr_colleague", roles.DOCTOR)
+
+
+@pytest.fixture
+def reviewer(django_user_model):
+    return make_user(django_user_model, "rater", roles.REVIEWER)
+
+
+@pytest.fixture
+def auditor(django_user_model):
+    return make_user(django_user_model, "auditor", roles.AUDITOR, staff=True)
+
+
+@pytest.fixture
+def ml_admin(django_user_model):
+    return make_user(django_user_model, "ml_admin", roles.ML_ADMIN, staff=True)
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": "/usr/bin/chromium",
+        "args": [
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+        ],
+    }
