@@ -163,12 +163,15 @@ _ID_LABELS = _spaced("公民身份号码|身份证件号码|身份证号码|身�
 _MRN_LABELS = (
     _spaced(
         "病历号|病案号|住院号|门诊号|急诊号|档案号|登记号|就诊号|流水号|卡号|医保号|社保号|患者编号|病人编号|住院编号|门诊编号"
+        "|保险单号|保单号|保险号|合同号|理赔号|参保号"
     )
     + rf"|ID\s*号|(?<=[{HAN}])ID"
     r"|(?i:mrn|mr\s*\#|pid|medical\s+record(?:\s+(?:number|no\.?|num|\#))?"
     r"|(?:record|hospital|hosp|account|acct|encounter|visit|chart|case|clinic|admission|adm|inpatient|outpatient"
     r"|registration|member|policy|subscriber|beneficiary|insurance(?:\s+member)?|ins|medicare|medicaid|patient|pt)"
-    r"\.?\s*(?:id|no\.?|number|num|\#))"
+    r"\.?\s*(?:id|identifier|no\.?|number|num|\#)|mbi|(?:medicare\s+)?beneficiary\s+identifier)"
+    # In a message: "her mrn is W0012345".
+    r"(?:[ \t]+(?i:is|was))?"
 )
 _PHONE_LABELS = (
     _spaced("紧急联系电话|联系电话|联系方式|电话号码|手机号码|手机号|家庭电话|办公电话|电话|手机|座机|固话|传真|微信")
@@ -208,6 +211,9 @@ _PHONE_PATTERNS = (
     re.compile(r"(?<![\d+])(?:\+|00)86[ \t-]?\(?0?\d{2,3}\)?[ \t-]\d{3,4}[ \t-]?\d{4}(?!\d)"),
     # North-American numbers.
     re.compile(r"(?<![\d+])(?:\+?1[ \t.-]?)?(?:\([2-9]\d{2}\)[ \t]?|[2-9]\d{2}[ \t.-])\d{3}[ \t.-]\d{4}(?!\d)"),
+    # A North-American number typed without separators (2025550123, 12025550123). A stray record number
+    # of that shape is masked too: a missed phone costs more than a masked record number.
+    re.compile(r"(?<![\w+./-])(?:1[2-9]|[2-9])\d{9}(?![\w/-]|\.\d)"),
 )
 
 
@@ -236,6 +242,12 @@ _DD = r"(?:[12]\d|3[01]|0?[1-9])"
 _MM = r"(?:1[0-2]|0?[1-9])"
 _ZH_NUM = "〇零一二三四五六七八九十"
 
+_WEEKDAY = r"(?:Mon|Tues?|Wed(?:nes)?|Thu(?:rs?)?|Fri|Sat(?:ur)?|Sun)(?:day)?\.?"
+_DATE_CONTEXT = (
+    r"\b(?:on|since|from|until|till|by|before|after|dated|appointment|appt|seen|visit|follow-?up|f/u|scheduled|admitted"
+    r"|discharged|due|cultures?|labs|surgery|procedure|biopsy|scan|CT|MRI|echo|TTE|TEE|CXR|EKG|ECG|"
+    rf"{_WEEKDAY})"
+)
 _DATE_PATTERNS = (
     re.compile(rf"(?<!\d)(?:19|20)\d{{2}}[ \t]*年[ \t]*{_MM}[ \t]*月(?:[ \t]*{_DD}[ \t]*[日号])?"),  # 2023年5月12日
     re.compile(rf"(?<![\d年.]){_MM}[ \t]*月[ \t]*{_DD}[ \t]*[日号]"),  # 5月12日
@@ -245,8 +257,11 @@ _DATE_PATTERNS = (
     re.compile(rf"(?<![\d./-]){_DD}/{_DD}/\d{{2}}(?![\d/-])"),  # 5/12/23 (10-10-10 is an insulin schedule)
     re.compile(r"(?<![\d./-])(?:19|20)\d{2}[-/](?:0[1-9]|1[0-2])(?![\d/-])"),  # 2023-05
     re.compile(rf"(?<![\d./-]){_MM}/(?:19|20)\d{{2}}(?![\d/])"),  # 05/2023
-    # A month/day without a year only after a preposition: "on 3/22" (a bare 3/22 may be a ratio).
-    re.compile(rf"\b(?:on|since|from|until|till|by|before|after)[ \t]+(?P<v>{_MM}/{_DD})(?![\d/])"),
+    # A month/day without a year only in a date context: "on 3/22", "Tuesday 4/23", "cultures 8/19",
+    # "(8/25 around 05:00)"; a bare 3/22 may be a ratio, a score (MMSE 16/30) or a strength (4/5).
+    re.compile(rf"{_DATE_CONTEXT}[ \t]+(?:the[ \t]+)?(?P<v>{_MM}/{_DD})(?![\d/])(?![ \t]*(?i:mg|ml|mcg|strength|power))"),
+    re.compile(rf"(?<![\d./-])(?P<v>{_MM}/{_DD})(?=[ \t]+(?:at|around|@|~)?[ \t]*\d{{1,2}}(?::\d{{2}}|[ \t]?[ap]m))"),
+    re.compile(rf"(?i:{_DATE_CONTEXT})[ \t]+(?:the[ \t]+)?(?P<v>(?i:{_MONTH})[ \t]+{_DAY})"),  # "on sept 28"
     re.compile(rf"\b{_MONTH}[ \t]+{_DAY}(?:,?[ \t]+{_YEAR})?"),  # May 12, 2023 / March 3rd / Jan. 5
     re.compile(rf"\b{_MONTH},?[ \t]+{_YEAR}"),  # May 2023
     re.compile(rf"(?<![\d.]){_DAY}[ \t]+(?:of[ \t]+)?{_MONTH}(?:,?[ \t]+{_YEAR})?"),  # 12 May 2023
@@ -297,11 +312,28 @@ _LABELLED_AGE = re.compile(
 )
 
 
+# Bare ages in context: "91M" in a case header (but not a 99F temperature), "he is 92 now", "(she's 99)",
+# and "Mr. Doe, 101, MRN ..." where the number sits between a name and more demographics.
+_CONTEXT_AGES = (
+    re.compile(rf"(?:^|(?<=[,;(—–-]|\s))(?<!\d[ \t])(?P<v>{_OLD})[ \t]?[MF](?![\w°.])", re.MULTILINE),
+    re.compile(
+        rf"\b(?i:(?:he|she|patient|pt|mom|dad|mother|father)(?:['’]?s|[ \t]+is|[ \t]+was|[ \t]+turned|[ \t]+turns)"
+        rf"|aged?|turned|turns)[ \t]+(?P<v>{_OLD})(?![\d.%/])(?![ \t]*(?i:%|percent|kg|lbs?|mg|bpm|degrees|mmhg|°))"
+    ),
+    re.compile(rf"(?<=[A-Za-z.)]),[ \t]*(?P<v>{_OLD})(?=[ \t]*,[ \t]*(?:MRN|DOB|born|male|female|man|woman|[MF]\b))"),
+)
+_TEMPERATURE_CUE = re.compile(r"(?i:temp|fever|febrile|tmax|\bt\b)[^\n]{0,12}$")
+
+
 def _ages(text: str) -> list[_Candidate]:
     found = []
     for pattern in _AGE_PATTERNS:
         found += [(m.start(), m.end(), "AGE", _PRIO_LABELLED) for m in pattern.finditer(text)]
     found += [(m.start("v"), m.end("v"), "AGE", _PRIO_DATE) for m in _LABELLED_AGE.finditer(text)]
+    for pattern in _CONTEXT_AGES:
+        for match in pattern.finditer(text):
+            if not _TEMPERATURE_CUE.search(text, max(0, match.start() - 20), match.start()):
+                found.append((match.start("v"), match.end("v"), "AGE", _PRIO_DATE))
     return found
 
 
@@ -425,6 +457,10 @@ _STREET = re.compile(
     rf"(?:(?:[NSEW]\.?|North|South|East|West)[ \t]+)?(?:(?:[A-Z][a-z]+|\d+(?:st|nd|rd|th))\.?[ \t]+){{1,4}}"
     rf"(?:{_STREET_TYPES})\b\.?(?:[ \t]+(?:NE|NW|SE|SW|N|S|E|W)\b)?(?:,?[ \t]*{_UNIT})?{_EN_CITY_TAIL}"
     rf"|(?<![\w.])(?i:P\.?[ \t]?O\.?[ \t]+Box)[ \t]+\d+{_EN_CITY_TAIL}"
+    # Rural delivery: "Rural Route 4, Box 12, Town, ST 12345", "RR 2 Box 7", "HC 64 Box 3".
+    # "RR" alone is a respiratory rate, so the short forms need the box.
+    rf"|(?<![\w.])(?:(?:Rural|Star)[ \t]+Route[ \t]+\d+(?:,?[ \t]+(?i:box)[ \t]+\d+)?"
+    rf"|(?:R\.?R\.?|HC)[ \t]+\d+,?[ \t]+(?i:box)[ \t]+\d+){_EN_CITY_TAIL}"
 )
 _EN_CITY_REGION_POSTCODE = re.compile(rf"\b{_EN_CITY},?[ \t]+(?:{_REGIONS})[ \t]+(?:{_POSTCODE})(?![\w])")
 # After a colon anything goes ("Address: 4820 rue Saint-Denis"); without one ("discharged home 2 days
@@ -465,14 +501,18 @@ _SURNAMES = (
     "娄窦戚岑景党宫费卜冷晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查"
     "麻苑迟邝官封谈匡鞠惠荆乐冀郁胥南班储原栗燕楚鄢劳谌奚皮粟冼蔺楼盘满闻位厉伊仝区郜海阚花权强帅屠豆朴盖"
     "练廉禹井祖漆巴丰支卿国狄平计索宣晋相初门云容敬扈晁芮都普阙浦戈伏鹿薄邸雍辜羊乌母裘亓修邰赫杭况那宿鲜"
-    "印逯隆茹诸战慕危玉银亢嵇哈湛宾戎勾茅利於居揭干尉冶斯元束檀衣信展阴昝智幸奉植衡富尧"
+    "印逯隆茹诸战慕危玉银亢嵇哈湛宾戎勾茅利於居揭干尉冶斯元束檀衣信展阴昝智幸奉植衡富尧贝"
 )
+# Compound surnames that are never ordinary words (东方 is "east", 长孙 an eldest grandson): a rare two-character
+# surname with a plausible given name is a name wherever it stands, without a cue on its left.
+_WORD_LIKE_COMPOUNDS = set("东方 西门 长孙 公孙 司空 第五 百里 太史 单于 南宫 司马 左丘".split())
+_RARE_COMPOUND_SURNAMES = set(_COMPOUND_SURNAMES.split("|")) - _WORD_LIKE_COMPOUNDS
 _ZH_SURNAME_AT = re.compile(rf"(?=(?P<s>{_COMPOUND_SURNAMES}|[{_SURNAMES}]))")
 # Characters that end a name rather than continue it: function words, titles, clinical characters.
 _NOT_GIVEN = set(
     "的了是在因于与及或等诉述称说无不未已被把从到对患病者院医护男女岁年日时分秒次个例某痛热咳血压糖脂炎症癌"
     "瘤肿药片针术侧部型期性号床室科区市省县路街村镇乡楼层门诊查验检疗服用予给行伴后前今昨入出去回住就复主任"
-    "教授先师姐哥弟妹爷奶叔姨舅妈爸儿孙之其他她它们这那每各该本左右上下内外间约几两百千零〇老送氏"
+    "教授先师姐哥弟妹爷奶叔姨舅妈爸儿孙之其他她它们这那每各该本左右上下内外间约几两百千零〇老送氏班话看"
 )
 _ZH_NAME_LABELS = _spaced("患者姓名|病人姓名|患儿姓名|家属姓名|联系人姓名|姓名|名字")
 # Labels that take a person after a colon: the people of a ward round, an operation or a consent form.
@@ -480,7 +520,8 @@ _ZH_ROLE_LABELS = (
     _spaced(
         "医师签名|医生签名|护士签名|患者签名|家属签名|签名|签字|记录者|记录人|审核人|报告人|术者|主刀|一助|二助|三助|助手"
         "|麻醉|器械护士|巡回护士|洗手护士|陈述者|病史陈述者|病史提供者|供史者|代诉人|照护者|主要照护者|监护人|委托人"
-        "|代理人|陪护人|陪同人|签字人|联系人|紧急联系人|家属"
+        "|代理人|陪护人|陪同人|签字人|联系人|紧急联系人|家属|主持人|参会人员|参加人员|出席人员|发送人|留言人|咨询人|申请人"
+        "|被保险人|投保人|见证人|谈话人|经办人|交班人|接班人|讨论病例"
     )
     + rf"|[{HAN}]{{0,4}}(?:医师|医生|护士|护师|技师|药师)"
 )
@@ -491,6 +532,7 @@ _ZH_RELATION_WORDS = (
     "|孙子|孙女|外孙|外孙女|外甥|外甥女|侄子|侄女|儿媳|女婿|公公|婆婆|岳父|岳母|祖父|祖母|外公|外婆|爷爷|奶奶"
     "|叔叔|阿姨|舅舅|姑姑|表哥|表姐|表弟|表妹|堂兄|堂弟|亲属|家属|朋友|同事|同学|室友|邻居|保姆|护工|男友|女友"
     "|未婚夫|未婚妻|监护人|联系人|医生|医师|护士|护师|护士长|大夫|主任|科主任|院长|教授|老师|律师"
+    "|爸爸|妈妈|老公|老婆|姥姥|姥爷|嫂子|姐夫|妹夫|弟媳|儿媳妇|孙媳|重孙|曾孙|外孙子|药师|技师|治疗师"
 )
 _ZH_LEFT = re.compile(
     rf"(?:(?P<name_label>{_ZH_NAME_LABELS})|(?P<role_label>{_ZH_ROLE_LABELS})|(?P<patient>{_ZH_PATIENT_WORDS})"
@@ -498,17 +540,22 @@ _ZH_LEFT = re.compile(
     r"|(?P<weak>由|与|和|及|经|请|让|叫|给|被|同|跟|见|陪|为|是|据|将|把|对|、)$"
 )
 _ZH_CONJUNCTIONS = "及和与、跟"
-_ZH_PERSON_NOUN = re.compile("医师|医生|护士|护师|家属|联系人|监护人")
+_ZH_PERSON_NOUN = re.compile("医师|医生|护士|护师|药师|技师|治疗师|家属|联系人|监护人")
 _ZH_STRONG_RIGHT = (
-    "代诉|代述|代为|签字|签名|陪同|陪护|陪伴|之母|之父|之子|之女|之妻|之夫|之孙|之兄|之弟|之姐|之妹|医生|医师|护士"
+    "代诉|代述|代为|签字|签名|陪同|陪护|陪伴|陪诊|之母|之父|之子|之女|之妻|之夫|之孙|之兄|之弟|之姐|之妹|医生|医师|护士"
     "|主任|教授|老师|先生|女士|同志|老人|本人|自诉|自述|主诉|诉说|口述|告知|同意|拒绝|要求|表示|声称|述说|知情"
 )
 _ZH_WEAK_RIGHT = (
     "因|于|诉|述|称|说|的|是|为|在|和|与|及|、|等|今|昨|入院|来院|就诊|复诊|出院|住院|现|既往|平素|性别|年龄"
     "|沟通|交代|谈话|商量|联系|送入|送来|送至|送院|探视|签署|了解|同住|照顾|照护|电话|手机|到场|在场|来电|致电"
+    "|带来|带着|共同|一起|一同|负责|将"
 )
 _ZH_DEMOGRAPHIC_RIGHT = re.compile(r"[ \t]*[，,、]?[ \t]*[(（]?[男女]性?(?=$|[，,、\s。；;)）\d])")
 _ZH_STRONG_RIGHT_RE = re.compile(_ZH_STRONG_RIGHT)
+# A bracketed department, role or kinship after a name: 沈某某（肿瘤内科）, 某某（患者孙女）, 某某（ICU）.
+_ZH_ROLE_IN_BRACKETS = re.compile(
+    rf"[ \t]*[（(][^（）()\n]{{0,8}}?(?:科|室|组|中心|医师|医生|护士|药师|患者|病人|家属|{_ZH_RELATION_WORDS}|[A-Z]{{2,4}}[）)])"
+)
 _ZH_WEAK_RIGHT_RE = re.compile(_ZH_WEAK_RIGHT)
 # A given name never starts with a cue or a role word: 王医生, 向家属 are not names.
 _ZH_CUE_INSIDE = re.compile(
@@ -617,7 +664,7 @@ def _zh_left(text: str, start: int, name_ends: set[int]) -> str:
         return ""  # 麻醉全麻: without a colon a role label is just a word
     if cue == "name_label" or (cue == "patient" and colon):
         return "label"
-    return cue
+    return "field" if cue == "role_label" else cue
 
 
 def _zh_right(text: str, end: int) -> str:
@@ -626,6 +673,8 @@ def _zh_right(text: str, end: int) -> str:
         return "demographic"
     if end >= len(text):
         return "edge"
+    if _ZH_ROLE_IN_BRACKETS.match(text, end):
+        return "strong"
     if text[end].isdigit():
         return "digit"
     if not _is_han(text[end]):
@@ -641,8 +690,12 @@ def _zh_accepts(left: str, right: str, word: bool, tagged: Callable[[], bool]) -
     """How much context a candidate needs depends on how clearly the left side announces a person."""
     if left == "label":
         return bool(right) or tagged()
-    if left in ("role_label", "relation"):
-        return (bool(right) or tagged()) and not (left == "role_label" and word)
+    if left == "field" and right in ("edge", "demographic", "strong"):
+        return True  # 记录人：白云 filling the field: a name, even one that is also a word
+    if left == "compound":
+        return bool(right) and not word
+    if left in ("field", "relation"):
+        return (bool(right) or tagged()) and not (left == "field" and word)
     if left == "patient":
         if right in ("demographic", "strong"):
             return True
@@ -656,6 +709,8 @@ def _zh_accepts(left: str, right: str, word: bool, tagged: Callable[[], bool]) -
 
 def _chinese_name_at(text: str, start: int, surname: str, tagger: _NameTagger, name_ends: set[int]) -> int | None:
     left = _zh_left(text, start, name_ends)
+    if surname in _RARE_COMPOUND_SURNAMES and left in ("", "weak", "edge"):
+        left = "compound"
     if not left:
         return None
     after = start + len(surname)
@@ -706,9 +761,12 @@ def _chinese_names(text: str, tagger: _NameTagger) -> list[_Candidate]:
 # English names
 # ---------------------------------------------------------------------------------------------
 
-_EN_NAME_WORD = r"(?:[A-Z]['’])?(?:Mc|Mac|De|Van|Von|La|Le|Di|Da)?[A-Z][a-z]+(?:-[A-Z][a-z]+)?"
+# Latin-1 and Latin Extended-A letters, so Horák, Ruíz and Inés are one word, not a word cut short.
+_UPPER = "A-ZÀ-ÖØ-Þ"
+_LOWER = "a-zß-öø-ÿā-ž"
+_EN_NAME_WORD = rf"(?:[A-Z]['’])?(?:Mc|Mac|De|Van|Von|La|Le|Di|Da)?[{_UPPER}][{_LOWER}]+(?:-[{_UPPER}{_LOWER}][{_LOWER}]+)?"
 _EN_TOKEN = re.compile(rf"{_EN_NAME_WORD}(?![\w])|[A-Z]\.(?!\w)")
-_EN_CAPS_TOKEN = re.compile(r"[A-Z]{2,}(?:-[A-Z]{2,})?(?![\w])")
+_EN_CAPS_TOKEN = re.compile(r"(?![IVX]+(?![\w-]))[A-Z]{2,}(?:-[A-Z]{2,})?(?![\w])")
 _EN_PEOPLE = (
     r"physician|provider|doctor|surgeon|attending|resident|fellow|intern|nurse|rn|np|pa|pcp|endoscopist"
     r"|anesthesia|anesthesiologist|anesthetist|consultant|clinician|midwife|scribe|therapist|pharmacist"
@@ -721,7 +779,7 @@ _EN_RELATION = (
     r"|boyfriend|gf|bf|fianc[ée]e?|stepmother|stepfather|stepson|stepdaughter|daughter-in-law|son-in-law"
     r"|interpreter|translator|chaperone|witness|guide|aide|sitter|babysitter|nanny|proxy|surrogate|poa|hcp"
     r"|chaplain|pastor|attorney|lawyer|therapist|counsell?or|pharmacist|physician|doctor|surgeon|nurse|midwife"
-    r"|doula|pcp|attending|resident"
+    r"|doula|pcp|attending|resident|grandma|grandpa|granny|nana|grandad|auntie|hubby|sis|bro"
 )
 _EN_NOT_NAMES = set(
     """
@@ -755,6 +813,7 @@ _EN_NOT_NAMES = set(
     Practitioner Assistant Manager Worker Staff Coordinator Educator Specialist Navigator Technician Tech Services
     Consulted Discussed Called Paged Contacted Examined Evaluated Referred Notified Informed Spoke Met Reviewed
     Dictated Transcribed Updated Spoken Appreciate Attended Accompanied Brought Escorted Visited Per
+    Outgoing Incoming Oncoming Offgoing Handover Handoff Rev Fr Member Subscriber Beneficiary Insured Wrote
     Physical Occupational Speech Therapy Social Pharmacy Diet Protocol Program Results Levels
     """.split()
 )
@@ -764,16 +823,26 @@ _EN_NOT_NAMES |= {"Referring", "Requesting", "Discharging", "Admitting", "Consul
 _EN_NOT_NAMES_UPPER = {word.upper() for word in _EN_NOT_NAMES} | set(
     "DOB MRN ID SSN ICU ER ED BP HR RR WBC CT MRI ECG EKG USA US UK MD RN NP PA DO PHD CNM CRNA".split()
 )
-_EN_TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof)\.?[ \t]+|\b(?:Miss|Doctor|Professor)[ \t]+")
+_EN_TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof|Rev|Fr)\.?[ \t]+|\b(?:Miss|Doctor|Professor|Pastor|Father)[ \t]+")
 _EN_LABEL = re.compile(
     r"(?:^|(?<=[\s;,(|]))(?:(?:[\w-]+[ \t]+){0,2}name\b[^:\n]{0,30}|surname|forename|patient|pt|re|next[ \t]+of[ \t]+kin"
     r"|nok|poa|hcp"
-    rf"|mother|father|parent|(?:[\w-]+[ \t]+){{0,2}}(?:{_EN_PEOPLE})|(?:electronically[ \t]+)?signed(?:[ \t]+by)?"
+    rf"|mother|father|parent|(?:[\w-]+[ \t]+){{0,2}}(?:{_EN_PEOPLE}|representative|member|subscriber|insured|beneficiary"
+    r"|enrollee|policyholder)s?\b(?:(?:[ \t]+[a-z]+){2,4})?|(?:electronically[ \t]+)?signed(?:[ \t]+by)?"
     r"|(?:dictated|reviewed|transcribed|referred|requested|seen)[ \t]+by)[ \t]*:[ \t]*",
     re.IGNORECASE | re.MULTILINE,
 )
 _ZH_LABEL_BEFORE_LATIN = re.compile(rf"(?:{_ZH_NAME_LABELS}|英文名|英文姓名|拼音|联系人|家属)[ \t]*[:：][ \t]*(?=[A-Z])")
-_EN_ROLE = re.compile(rf"\b(?i:patient|pt\.?|{_EN_RELATION}|case[ \t]+manager|social[ \t]+worker),?[ \t]+")
+_EN_ROLE = re.compile(
+    rf"\b(?i:patient|pt\.?|{_EN_RELATION}|case[ \t]+manager|social[ \t]+worker|coordinator|navigator|specialist|liaison)"
+    r",?[ \t]+"
+    # A credential before a name, as handovers write it: "report given by RN Jane Doe".
+    r"|\b(?:RN|LPN|NP|PA|CNA|RT)[ \t]+(?=[A-Z][a-z])"
+)
+# A nickname: 'goes by "Bud"', 'known as Peggy'.
+_EN_NICKNAME = re.compile(
+    r"\b(?i:goes[ \t]+by|known[ \t]+as|prefers[ \t]+to[ \t]+be[ \t]+called|nicknamed?|a\.k\.a\.?)[ \t]+[\"“'‘]?"
+)
 _EN_BY = re.compile(r"\bby[ \t]+")
 _EN_SIGN_OFF = re.compile(
     r"\b(?i:yours[ \t]+(?:sincerely|truly|faithfully)|sincerely|(?:kind|best|warm)[ \t]+regards|regards|thanks"
@@ -785,7 +854,7 @@ _EN_CREDENTIALS = (
 )
 _EN_AFTER_NAME = re.compile(
     rf"['’]s[ \t]+(?:{_EN_RELATION}|[a-z]+[ \t]+(?:{_EN_RELATION}))\b"
-    rf"|,?[ \t]+(?:{_EN_CREDENTIALS})(?![A-Za-z])"
+    rf"|,?[ \t]+(?:{_EN_CREDENTIALS})(?![A-Za-z])(?![ \t]*:)"  # but "Charge RN:" is a label
     rf"|[ \t]*\((?i:{_EN_RELATION}|patient|pt|[a-z]+['’]s[ \t]+(?:{_EN_RELATION}))\)"
     rf"|,[ \t]+(?:his|her|their|the[ \t]+patient['’]s|pt['’]s)[ \t]+(?:{_EN_RELATION})\b"
     # Demographics right after a name: "Frank Delgado, 58M", "Giuseppe Moretti | DOB", "Jordan is a 24-year-old".
@@ -794,7 +863,10 @@ _EN_AFTER_NAME = re.compile(
 )
 _EN_AFTER_FULL_NAME = re.compile(
     r"[ \t]+(?:reports|reported|states|stated|says|said|denies|denied|notes|noted|endorses|complains|presents"
-    r"|presented|is[ \t]+a|was[ \t]+seen|was[ \t]+admitted|signed|agrees|agreed|consented|declined|called|arrived)\b"
+    r"|presented|is[ \t]+a|was[ \t]+seen|was[ \t]+admitted|signed|agrees|agreed|consented|declined|called|arrived"
+    r"|wrote|writes|replied|messaged|texted)\b"
+    # A role in brackets after a full name: "Jane Doe (Clinical Nurse Specialist)", but not "(Pathology)".
+    rf"|[ \t]*\([^()\n]{{0,40}}?\b(?i:{_EN_PEOPLE}|specialist|coordinator|manager|worker|educator|chaplain|pharmacist)\b"
 )
 _EN_CAPS_SEQ = re.compile(rf"(?<![\w.'’-])(?:{_EN_NAME_WORD}|[A-Z]\.)(?:[ \t]+(?:{_EN_NAME_WORD}|[A-Z]\.)){{0,3}}(?![\w-]|\.\w)")
 # "J. Smith", but not "Vitamin D. Levels" or "Part D. Physical": a letter that names a thing, not a person.
@@ -806,6 +878,7 @@ _EN_INITIALS = re.compile(
 
 
 _EN_GAP = re.compile(r"[ \t]+|,[ \t]+")
+_HAN_NAME_IN_BRACKETS = re.compile(rf"[ \t]*[(（][ \t]*(?P<v>[{HAN}]{{2,4}})[ \t]*[)）]")
 
 
 def _english_name_at(text: str, pos: int, *, allow_caps: bool = False, max_words: int = 4) -> tuple[int, int] | None:
@@ -829,8 +902,8 @@ def _english_name_at(text: str, pos: int, *, allow_caps: bool = False, max_words
         if not gap:
             break
         if gap.group().startswith(","):
-            if not allow_caps or commas or words != 1 or not token.isupper():
-                break  # "DOE, JANE" only in labelled fields
+            if not allow_caps or commas or words != 1:
+                break  # "DOE, JANE" and "Doe, Jane" only in labelled fields
             commas += 1
         cursor = gap.end()
     return (start, end) if end else None
@@ -870,11 +943,61 @@ def _english_names(text: str) -> list[_Candidate]:
     found += _names_after(text, _ZH_LABEL_BEFORE_LATIN.finditer(text), allow_caps=True)
     found += _names_after(text, _EN_ROLE.finditer(text), max_words=3)
     found += _names_after(text, _EN_SIGN_OFF.finditer(text), max_words=3)
+    found += _names_after(text, _EN_NICKNAME.finditer(text), max_words=2)
     found += [c for c in _names_after(text, _EN_BY.finditer(text), max_words=3) if " " in text[c[0] : c[1]]]
     found += _names_before_cues(text)
     for match in _EN_INITIALS.finditer(text):
         if not _is_non_name(match.group().split(".")[-1].strip()):
             found.append((match.start(), match.end(), "NAME", _PRIO_NAME))
+    # The name in Chinese characters right after its romanisation: "Wang Fang (王芳)".
+    for _start, end, _kind, _priority in list(found):
+        han = _HAN_NAME_IN_BRACKETS.match(text, end)
+        if han:
+            found.append((*han.span("v"), "NAME", _PRIO_NAME))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Simple "| a | b |" tables: the header row says what each column holds
+# ---------------------------------------------------------------------------------------------
+
+_TABLE_ROW = re.compile(r"^[ \t]*\|(.*)\|[ \t]*$", re.MULTILINE)
+_TABLE_CELL = re.compile(r"[^|]+")
+_NAME_COLUMN = re.compile(r"姓名|患者|病人|签名|医师|医生|护士|(?i:name|patient|signed|nurse|physician)")
+_MRN_COLUMN = re.compile(rf"(?:{_MRN_LABELS})")
+_NAME_CELL = re.compile(rf"[{HAN}]{{2,4}}|{_EN_NAME_WORD}(?:[ \t]+{_EN_NAME_WORD}){{1,3}}|{_EN_NAME_WORD},[ \t]*{_EN_NAME_WORD}")
+_MRN_CELL = re.compile(r"[A-Za-z]{0,4}[-]?\d[\dA-Za-z-]{3,}")
+
+
+def _cells(text: str, row: re.Match) -> list[tuple[int, int]]:
+    """Stripped (start, end) of each cell of a table row."""
+    spans = []
+    for cell in _TABLE_CELL.finditer(text, row.start(1), row.end(1)):
+        value = cell.group()
+        start = cell.start() + len(value) - len(value.lstrip())
+        spans.append((start, start + len(value.strip())))
+    return spans
+
+
+def _column_kind(header: str) -> str | None:
+    if _MRN_COLUMN.search(header):
+        return "MRN"
+    return "NAME" if _NAME_COLUMN.search(header) else None
+
+
+def _table_cells(text: str) -> list[_Candidate]:
+    """Names and record numbers in table columns headed 姓名, 住院号, MRN...: a cell has no other context."""
+    found, kinds, previous_end = [], [], -2
+    for row in _TABLE_ROW.finditer(text):
+        cells = _cells(text, row)
+        if row.start() != previous_end + 1:  # a new table: this row is its header
+            kinds = [_column_kind(text[start:end]) for start, end in cells]
+        else:
+            for kind, (start, end) in zip(kinds, cells, strict=False):
+                pattern = _NAME_CELL if kind == "NAME" else _MRN_CELL if kind == "MRN" else None
+                if pattern and pattern.fullmatch(text, start, end):
+                    found.append((start, end, kind, _PRIO_LABELLED))
+        previous_end = row.end()
     return found
 
 
@@ -909,11 +1032,29 @@ def _echo_terms(names: set[str]) -> set[str]:
     return terms
 
 
+# Names that are also common English words: echoed only as capitalised, never as "will" or "park".
+_EN_WORD_NAMES = set(
+    """will may june april august mark bill grace hope faith joy rose dawn summer page hunter ward price young long white
+    black brown green gray grey stone hill king little moody park rich sterling cash love wise strong baker cook
+    miller fisher mason carter parker turner walker hall wood woods bell ball banks lane field fields rice cole
+    art pat sue ray don max jack guy bob gene frank sunny autumn ivy lily iris violet daisy ruby amber crystal
+    angel chance christian major noble rock sharp small tiny best good day may morning night case""".split()
+)
+
+
 def _echoes(text: str, names: set[str]) -> list[_Candidate]:
-    """Every occurrence of a name already found, wherever it appears in the text."""
+    """Every occurrence of a name already found, wherever it appears in the text.
+
+    Latin names are matched regardless of case ("hi dr patel" in a portal message), except the
+    ones that are also ordinary words, which must keep their capital.
+    """
     terms = sorted(_echo_terms(names), key=len, reverse=True)  # longest first: 张伟 inside 张伟伟 loses
     han = "|".join(re.escape(term) for term in terms if _is_han(term[0]))
-    latin = "|".join(re.escape(term) for term in terms if not _is_han(term[0]))
+    latin = "|".join(
+        re.escape(term) if term.casefold() in _EN_WORD_NAMES or " " in term else f"(?i:{re.escape(term)})"
+        for term in terms
+        if not _is_han(term[0])
+    )
     alternatives = ([han] if han else []) + ([rf"(?<![\w'’-])(?:{latin})(?![\w-])"] if latin else [])
     pattern = re.compile("|".join(f"(?:{alternative})" for alternative in alternatives))
     return [(m.start(), m.end(), "NAME", _PRIO_ECHO) for m in pattern.finditer(text)]
@@ -926,7 +1067,7 @@ def _detect(text: str, known_names: frozenset[str] | set[str] = frozenset()) -> 
     candidates += _labelled(_LABELLED_ID, "ID", text, min_digits=4)
     candidates += _labelled(_LABELLED_MRN, "MRN", text, min_digits=3)
     candidates += _labelled(_LABELLED_PHONE, "PHONE", text, min_digits=7)
-    candidates += _dates(text) + _ages(text)
+    candidates += _dates(text) + _ages(text) + _table_cells(text)
     # Notes mix languages (an English name in a Chinese record, and the reverse), so each language's
     # rules run wherever the text holds its script, whatever the caller's hint: a hint never hides PHI.
     if _HAN_CHAR.search(text):

@@ -343,3 +343,91 @@ def test_the_module_runs_without_django_and_loads_jieba_only_for_chinese_text():
     )
     repo = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, check=False).returncode == 0
+
+
+# Generalisation rules (examples invented here, not taken from either corpus) ---------------------
+
+
+def test_it_masks_whole_english_names_with_accents_hyphens_and_apostrophes():
+    assert of_kind("Charge RN: Zdeněk Horák", "NAME") == ["Zdeněk Horák"]
+    assert of_kind("Yours sincerely,\nInés Carvajal-Ruíz, MD", "NAME") == ["Inés Carvajal-Ruíz"]
+    assert of_kind("Consultant: Min-jun Seo, MD", "NAME") == ["Min-jun Seo"]
+    assert of_kind("Patient: María José Quintero   Sex: F", "NAME") == ["María José Quintero"]
+
+
+def test_it_masks_last_first_names_after_a_label():
+    assert of_kind("Patient: O'Donnell, Brigid\nWard 4", "NAME") == ["O'Donnell, Brigid"]
+    assert of_kind("Name (last, first): Okafor, Chidi    Bed 2", "NAME") == ["Okafor, Chidi"]
+
+
+def test_it_masks_names_announced_by_roles_credentials_nicknames_and_messages():
+    assert "Priya Raman" in of_kind("Handover from RN Priya Raman to RN Tom Quill at 07:00.", "NAME")
+    assert "Tom Quill" in of_kind("Handover from RN Priya Raman to RN Tom Quill at 07:00.", "NAME")
+    assert "Gus" in of_kind('Patient: Augustus Fenwick (goes by "Gus")', "NAME")
+    assert "Lorna Pike" in of_kind("Attendees: Lorna Pike (Wound Care Nurse), Dr. Ray Ito", "NAME")
+    assert of_kind("[01/02/2023 9:00 AM] Marcus Tebbit wrote:\nhi its marcus again", "NAME") == ["Marcus Tebbit", "marcus"]
+
+
+def test_lowercase_echoes_skip_names_that_are_ordinary_words():
+    text = "Consultant: Will Hartigan, MD\nThe patient will return; hartigan to review."
+    assert of_kind(text, "NAME") == ["Will Hartigan", "hartigan"]
+
+
+def test_a_chinese_name_after_its_romanisation_is_masked():
+    assert of_kind("Patient: Zhou Meiling (周美玲)   Age: 70", "NAME") == ["Zhou Meiling", "周美玲"]
+
+
+def test_it_masks_names_and_record_numbers_in_table_columns():
+    text = "| 床号 | 姓名 | 病案号 | 备注 |\n| 3 | 江海 | BA2201457 | 术后第1天 |\n| 4 | 司马青 | BA2201460 | 无 |"
+    assert of_kind(text, "NAME") == ["江海", "司马青"]
+    assert of_kind(text, "MRN") == ["BA2201457", "BA2201460"]
+
+
+def test_it_masks_chinese_names_in_staff_lists_kinship_and_rare_compound_surnames():
+    assert of_kind("参会人员：金晓雯（内分泌科）、皇甫宁（营养科）；记录人：白云", "NAME", "zh") == ["金晓雯", "皇甫宁", "白云"]
+    assert of_kind("由外孙女阮思琪带来出院小结。", "NAME", "zh") == ["阮思琪"]
+    assert of_kind("我妈妈鲁桂芬手机号不方便接听。", "NAME", "zh") == ["鲁桂芬"]
+    assert of_kind("今日随慕容清主任医师查房。", "NAME", "zh") == ["慕容清"]
+    assert of_kind("临床药师詹立伟与家属共同核对。", "NAME", "zh") == ["詹立伟"]
+
+
+def test_ordinary_words_are_not_taken_for_chinese_names():
+    assert of_kind("白班→夜班交接，谈话医师已向家属说明，标本交家属查看。东方医院。", "NAME", "zh") == []
+
+
+def test_it_masks_policy_beneficiary_and_messaged_record_numbers():
+    assert of_kind("保单号：PA2021-7730415", "MRN") == ["PA2021-7730415"]
+    assert of_kind("Medicare Beneficiary Identifier: 3HJ7-PQ2-XW88", "MRN") == ["3HJ7-PQ2-XW88"]
+    assert of_kind("her mrn is K00912734 i think", "MRN") == ["K00912734"]
+
+
+@pytest.mark.parametrize(
+    ("text", "age"),
+    [("Case 4 — Eli Stone, 93F, MRN 5512", "93"), ("She is 96 now.", "96"), ("(he's 104!)", "104"),
+     ("Mrs. Ida Kemp, 100, MRN 22-91, born in Ohio", "100")],
+)
+def test_it_masks_old_ages_written_informally(text, age):
+    assert age in of_kind(text, "AGE")
+
+
+def test_it_keeps_young_ages_and_temperatures():
+    assert of_kind("Case 3 — Eli Stone, 67M. Temp 99F. She is 85 now. 4 of 90 patients.", "AGE") == []
+
+
+def test_it_masks_month_day_dates_only_in_a_date_context():
+    assert of_kind("Is my appointment still Friday 3/14 at 9:00?", "DATE") == ["3/14"]
+    assert of_kind("urine cultures 6/11 grew E. coli; recheck (6/18 around 08:00)", "DATE") == ["6/11", "6/18"]
+    assert of_kind("she had her flu shot on oct 3 and felt fine", "DATE") == ["oct 3"]
+    assert of_kind("MMSE 21/30, BP 128/76, 3/5 strength, 2/3 of doses given", "DATE") == []
+
+
+def test_it_masks_a_bare_ten_digit_phone_but_not_part_of_a_longer_token():
+    assert of_kind("call me at 4155550182 after work", "PHONE") == ["4155550182"]
+    assert of_kind("ref AB4155550182 and 41555501823", "PHONE") == []
+
+
+def test_it_masks_rural_route_addresses_but_not_respiratory_rates():
+    assert of_kind("Address: Rural Route 5, Box 22, Millbrook, KS 67401", "ADDRESS") == [
+        "Rural Route 5, Box 22, Millbrook, KS 67401"
+    ]
+    assert of_kind("HR 90, RR 20, SpO2 97%", "ADDRESS") == []
