@@ -10,8 +10,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cases import selectors, services
-from cases.models import AccessEvent, Case, Department
+from cases.models import AccessEvent, Analysis, Case, Department
 from cases.views import client_addr
+from modeling.models import ModelVersion
+from modeling.runtime import GenerationParams
+from modeling.selectors import model_version_by_name
 
 
 def _text(limit: int | None = None, help_text: str = ""):
@@ -89,3 +92,68 @@ class CaseDetailApi(APIView):
             user=request.user, action=AccessEvent.Action.API_CASE_READ, cases=[case], remote_addr=client_addr(request)
         )
         return Response(CaseOutputSerializer(case, context={"request": request}).data)
+
+
+class AnalyzeInputSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=settings.MEDPORTAL_MAX_FREE_TEXT_CHARS, help_text="The case, Chinese or English.")
+    max_new_tokens = serializers.IntegerField(min_value=1, max_value=1024, default=256)
+    temperature = serializers.FloatField(min_value=0.0, max_value=2.0, default=0.0)
+    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=1.0, help_text="In (0, 1].")
+    model_version = serializers.CharField(required=False, help_text="A version name; the active version by default.")
+    wait = serializers.BooleanField(default=False, help_text="Wait (a bounded time) for the answer.")
+
+    def validate_top_p(self, value: float) -> float:
+        if value <= 0:
+            raise serializers.ValidationError("top_p must be greater than 0.")
+        return value
+
+    def validate_model_version(self, value: str) -> ModelVersion:
+        version = model_version_by_name(value)
+        if version is None:
+            raise serializers.ValidationError(f"No model version named {value!r}.")
+        return version
+
+
+class AnalysisOutputSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api-analysis-detail")
+    case = serializers.HyperlinkedRelatedField(view_name="api-case-detail", read_only=True)
+    model_version = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    disclaimer = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Analysis
+        fields = [
+            "id", "url", "case", "model_version", "status", "diagnosis", "differential", "treatment", "prognosis",
+            "rationale", "disclaimer", "error", "queued_at", "started_at", "finished_at",
+        ]
+
+
+class AnalyzeApi(APIView):
+    @extend_schema(request=AnalyzeInputSerializer, responses={200: AnalysisOutputSerializer, 202: AnalysisOutputSerializer})
+    def post(self, request):
+        serializer = AnalyzeInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        params = GenerationParams(max_new_tokens=data["max_new_tokens"], temperature=data["temperature"], top_p=data["top_p"])
+        try:
+            analysis = services.text_analyze(
+                author=request.user, text=data["text"], version=data.get("model_version"), params=params,
+                remote_addr=client_addr(request),
+            )
+        except DjangoValidationError as error:
+            raise ValidationError(error.message_dict) from None
+        if data["wait"]:
+            analysis = services.analysis_wait(analysis=analysis, seconds=settings.MEDPORTAL_ANALYZE_WAIT_SECONDS)
+        output = AnalysisOutputSerializer(analysis, context={"request": request}).data
+        return Response(output, status=status.HTTP_200_OK if analysis.is_finished else status.HTTP_202_ACCEPTED)
+
+
+class AnalysisDetailApi(APIView):
+    @extend_schema(responses=AnalysisOutputSerializer)
+    def get(self, request, pk: int):
+        analysis = selectors.analysis_get(user=request.user, pk=pk)
+        services.access_record(
+            user=request.user, action=AccessEvent.Action.API_CASE_READ, cases=[analysis.case],
+            remote_addr=client_addr(request),
+        )
+        return Response(AnalysisOutputSerializer(analysis, context={"request": request}).data)

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from modeling.prompts import DISCLAIMER
+
 # The structured sections of a case, in the order a clinician reads them.
 CASE_SECTIONS = (
     ("chief_complaint", _("Chief complaint (主诉)")),
@@ -14,6 +16,14 @@ CASE_SECTIONS = (
     ("free_text", _("Pasted record")),
 )
 TEXT_FIELDS = tuple(name for name, _label in CASE_SECTIONS)
+_MODEL_LABELS_ZH = {
+    "sex": "性别：", "age": "年龄：", "chief_complaint": "主诉：", "present_illness": "现病史：",
+    "past_history": "既往史：", "physical_exam": "体格检查：", "tests_imaging": "辅助检查：", "free_text": "",
+}
+_MODEL_LABELS_EN = {
+    "sex": "Sex: ", "age": "Age: ", "chief_complaint": "Chief complaint: ", "present_illness": "Present illness: ",
+    "past_history": "Past history: ", "physical_exam": "Physical exam: ", "tests_imaging": "Tests: ", "free_text": "",
+}
 # Ages over 89 are identifying (HIPAA Safe Harbor): they are stored as this value.
 AGE_CAP = 90
 
@@ -87,6 +97,21 @@ class Case(models.Model):
         return [(label, getattr(self, name)) for name, label in CASE_SECTIONS if getattr(self, name)]
 
     @property
+    def model_text(self) -> str:
+        """The de-identified case as the model reads it, labelled in the case's own language."""
+        zh = self.language == self.Language.ZH
+        labels = _MODEL_LABELS_ZH if zh else _MODEL_LABELS_EN
+        sex = {"F": "女" if zh else "female", "M": "男" if zh else "male"}.get(self.sex)
+        header = []
+        if sex:
+            header.append(f"{labels['sex']}{sex}")
+        if self.age is not None:
+            header.append(f"{labels['age']}{self.age_display}{'岁' if zh else ''}")
+        lines = ["  ".join(header)] if header else []
+        lines += [f"{labels[name]}{getattr(self, name)}" for name in TEXT_FIELDS if getattr(self, name)]
+        return "\n".join(lines)
+
+    @property
     def summary(self) -> str:
         text = self.chief_complaint or self.free_text
         return text if len(text) <= 80 else text[:79] + "…"
@@ -123,3 +148,55 @@ class AccessEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_username} {self.action} {self.case_ids} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class Analysis(models.Model):
+    """One run of a model version on a case: queued → running → done | failed."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="analyses")
+    model_version = models.ForeignKey("modeling.ModelVersion", on_delete=models.PROTECT, related_name="analyses")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    max_new_tokens = models.PositiveIntegerField(default=256)
+    temperature = models.FloatField(default=0.0)
+    top_p = models.FloatField(default=1.0)
+    # The structured answer, parsed from raw_output; the disclaimer is added when shown, by code.
+    diagnosis = models.TextField(_("diagnosis"), blank=True)
+    differential = models.JSONField(_("differential"), default=list, blank=True,
+                                    help_text="[{name, probability}] ranked by the model's likelihood")
+    treatment = models.TextField(_("treatment"), blank=True)
+    prognosis = models.TextField(_("prognosis"), blank=True)
+    rationale = models.TextField(_("rationale"), blank=True)
+    raw_output = models.TextField(blank=True)
+    error = models.TextField(_("error"), blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        verbose_name = _("analysis")
+        verbose_name_plural = _("analyses")
+
+    def __str__(self) -> str:
+        return f"Analysis #{self.pk} of case #{self.case_id}"
+
+    @property
+    def disclaimer(self) -> str:
+        return DISCLAIMER.get(self.case.language, DISCLAIMER["en"])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -6,7 +6,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from cases.models import AccessEvent, Case
+from cases.models import AccessEvent, Analysis, Case
 
 
 def case_list(*, user, query: str = "") -> QuerySet[Case]:
@@ -51,3 +51,19 @@ def case_change_list(*, user) -> QuerySet[LogEntry]:
     if not user.has_perm("auditlog.view_logentry"):
         raise PermissionDenied
     return LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(Case)).select_related("actor")
+
+
+def analysis_get(*, user, pk: int) -> Analysis:
+    """An analysis of one of the user's own cases."""
+    if not user.has_perm("cases.view_case"):
+        raise PermissionDenied
+    try:
+        return Analysis.objects.select_related("case", "model_version").get(pk=pk, case__author=user)
+    except Analysis.DoesNotExist:
+        raise Http404 from None
+
+
+def case_analyses(*, user, case: Case) -> QuerySet[Analysis]:
+    if case.author_id != user.pk:
+        raise Http404
+    return case.analyses.select_related("model_version")

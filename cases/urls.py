@@ -8,4 +8,6 @@ urlpatterns = [
     path("new/", views.case_create, name="create"),
     path("<int:pk>/", views.case_detail, name="detail"),
     path("<int:pk>/reveal/", views.case_reveal, name="reveal"),
+    path("<int:pk>/analyse/", views.case_reanalyse, name="reanalyse"),
+    path("analyses/<int:pk>/", views.analysis_detail, name="analysis"),
 ]

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cases import selectors, services
 from cases.forms import CaseForm
 from cases.models import AccessEvent
+from modeling.selectors import model_version_choices, model_version_get
 
 
 def client_addr(request) -> str | None:
@@ -35,11 +36,13 @@ def case_create(request):
     form = CaseForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            case = services.case_create(author=request.user, data=form.to_input(), remote_addr=client_addr(request))
+            case, analysis = services.case_submit(author=request.user, data=form.to_input(), remote_addr=client_addr(request))
         except ValidationError as error:
             form.add_error(None, error)
         else:
             messages.success(request, _("Case submitted. Identifiers were replaced before storage."))
+            if analysis is None:
+                messages.warning(request, _("No model version is active, so no analysis was started."))
             return redirect("cases:detail", pk=case.pk)
     status = 400 if form.errors else 200
     return render(request, "cases/case_form.html", {"form": form}, status=status)
@@ -52,7 +55,36 @@ def case_detail(request, pk: int):
     services.access_record(
         user=request.user, action=AccessEvent.Action.CASE_VIEW, cases=[case], remote_addr=client_addr(request)
     )
-    return render(request, "cases/case_detail.html", {"case": case})
+    context = {
+        "case": case,
+        "analyses": selectors.case_analyses(user=request.user, case=case),
+        "versions": model_version_choices(),
+    }
+    return render(request, "cases/case_detail.html", context)
+
+
+@login_required
+@require_POST
+def case_reanalyse(request, pk: int):
+    """Run a case again, with the version the doctor picked (or the active one)."""
+    case = selectors.case_get(user=request.user, pk=pk)
+    version = model_version_get(request.POST.get("model_version") or None)
+    try:
+        services.analysis_request(case=case, user=request.user, version=version)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    return redirect("cases:detail", pk=case.pk)
+
+
+@login_required
+@require_GET
+def analysis_detail(request, pk: int):
+    """The analysis panel; htmx polls it until the analysis is done or failed."""
+    analysis = selectors.analysis_get(user=request.user, pk=pk)
+    response = render(request, "cases/_analysis.html", {"analysis": analysis})
+    if analysis.is_finished:
+        response["HX-Trigger"] = "analysis-finished"
+    return response
 
 
 @login_required

@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from cases import roles
+from tests.tiny_models import lora_adapter_dir, tiny_model_dir  # noqa: F401 (fixtures shared by the suite)
 
 # pytest-django's live_server and Playwright's sync API share the main thread.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -22,6 +23,7 @@ def make_user(django_user_model, username: str, role: str | None, *, staff: bool
         if not Group.objects.filter(name=role).exists():
             # A transactional test (the browser tests) flushed what the data migration made.
             import_module("cases.migrations.0002_roles").create_roles(django_apps, None)
+            import_module("modeling.migrations.0002_ml_admin_permissions").grant(django_apps, None)
         user.groups.add(Group.objects.get(name=role))
     return user
 

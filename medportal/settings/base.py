@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from medportal.env import env_int, env_list, env_str
 
@@ -28,6 +29,7 @@ INSTALLED_APPS = [
     "auditlog",
     "axes",
     "medportal",
+    "modeling",
     "cases",
 ]
 
@@ -122,6 +124,8 @@ MEDPORTAL_MAX_REQUEST_BYTES = env_int("MEDPORTAL_MAX_REQUEST_BYTES", 512 * 1024,
 DATA_UPLOAD_MAX_MEMORY_SIZE = MEDPORTAL_MAX_REQUEST_BYTES
 MEDPORTAL_MAX_FIELD_CHARS = 20_000
 MEDPORTAL_MAX_FREE_TEXT_CHARS = 60_000
+# POST /api/v1/analyze/ with wait=true waits this long for the answer, then answers 202.
+MEDPORTAL_ANALYZE_WAIT_SECONDS = env_int("MEDPORTAL_ANALYZE_WAIT_SECONDS", 30, minimum=0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -162,9 +166,28 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "polling_interval": 0.1,
     }
 CELERY_TASK_IGNORE_RESULT = True
+# One queue per kind of work, so a hospital runs one GPU worker per queue and device
+# (README); `make run` starts one worker for all of them.
+CELERY_TASK_ROUTES = {
+    "cases.tasks.*": {"queue": "inference"},
+    "evaluation.tasks.*": {"queue": "evaluation"},
+    "modeling.tasks.*": {"queue": "training"},
+}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# A hospital's own checkpoint instead of the bootstrapped medportal-tiny (see README): a local path or
+# hub id, an optional LoRA adapter and quantisation (none | 8bit | 4bit). `bootstrap_model` registers it.
+MEDPORTAL_BASE_MODEL = env_str("MEDPORTAL_BASE_MODEL", "")
+MEDPORTAL_MODEL_NAME = env_str("MEDPORTAL_MODEL_NAME", "")
+MEDPORTAL_ADAPTER = env_str("MEDPORTAL_ADAPTER", "")
+MEDPORTAL_QUANTIZATION = env_str("MEDPORTAL_QUANTIZATION", "none")
+if MEDPORTAL_QUANTIZATION not in {"none", "8bit", "4bit"}:
+    raise ImproperlyConfigured(f"MEDPORTAL_QUANTIZATION must be none, 8bit or 4bit, not {MEDPORTAL_QUANTIZATION!r}.")
 
 # Keys for the original PHI (Fernet, newest first) and for keyed pseudonyms (HMAC).
 # Each settings module fills these in; production demands them from the environment.

@@ -1,0 +1,358 @@
+"""The inference engine: load a causal language model (optionally LoRA-adapted and quantised), generate, score.
+
+Workers talk to the `Engine` protocol only; `HFEngine` is the Hugging Face implementation, and a serving backend
+can stand in for it later. `get_engine` keeps one loaded engine per process.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+QUANTIZATIONS = ("none", "8bit", "4bit")
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class _DropInt8CastNotice(logging.Filter):
+    # bitsandbytes' int8 matmul logs this on every call unless activations are float16, and bfloat16 is the safer
+    # choice on the CPU; the cast is internal to the matmul, so the notice is noise.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
+
+
+_int8_cast_notice_filter = _DropInt8CastNotice()
+
+
+class ModelLoadError(Exception):
+    """A model could not be loaded; the message is meant for the person who configured it."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    base_model: str
+    adapter: str | None = None
+    quantization: str = "none"
+    device: str | None = None
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must not be negative, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int  # tokens the model read, after any truncation
+    new_tokens: int  # tokens generated before the end-of-sequence token
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    base_model: str
+    adapter: str | None
+    quantization: str
+    device: str
+    dtype: str
+    context_length: int
+    parameters: int
+
+
+@runtime_checkable
+class Engine(Protocol):
+    def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]: ...
+
+    def score_candidates(self, prompt: str, candidates: list[str]) -> list[float]: ...
+
+
+class HFEngine:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        info: EngineInfo,
+        *,
+        max_batch_size: int = 32,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = info
+        self.max_batch_size = max_batch_size
+
+    @classmethod
+    def load(cls, config: EngineConfig, *, max_batch_size: int = 32) -> HFEngine:
+        if config.quantization not in QUANTIZATIONS:
+            raise ModelLoadError(f"unknown quantisation {config.quantization!r}: use one of {', '.join(QUANTIZATIONS)}")
+        source = _model_source(config.base_model)
+        adapter = _adapter_dir(config.adapter) if config.adapter else None
+        device = _device(config.device)
+        if config.quantization == "4bit" and device.type != "cuda":
+            raise ModelLoadError(
+                "4-bit quantisation needs a CUDA GPU: bitsandbytes 4-bit is not supported on this machine's CPU. "
+                "Use quantization='8bit' (runs on the CPU) or 'none'."
+            )
+        dtype = _dtype(config.dtype, device, config.quantization)
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load the tokenizer from {source}: {exc}") from exc
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+        model = _load_model(source, config.quantization, device, dtype)
+        if adapter:
+            model = _apply_adapter(model, adapter, merge=config.quantization == "none")
+        model.eval()
+        # Set explicitly so that generate() neither guesses nor warns on every call.
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config.eos_token_id is None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+        info = EngineInfo(
+            base_model=source,
+            adapter=adapter,
+            quantization=config.quantization,
+            device=str(device),
+            dtype=str(dtype).removeprefix("torch."),
+            context_length=_context_length(model, tokenizer),
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
+        return cls(model, tokenizer, info, max_batch_size=max_batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        if not prompts:
+            return []
+        context = self.info.context_length
+        if params.max_new_tokens >= context:
+            raise ValueError(f"max_new_tokens {params.max_new_tokens} leaves no room for a prompt in a {context}-token context")
+        limit = context - params.max_new_tokens
+        encoded = [self._truncate_left(ids, limit) for ids in self.tokenizer(list(prompts))["input_ids"]]
+        # Chunks of similar length waste less compute on padding; results go back in input order.
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[Generation | None] = [None] * len(encoded)
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start:start + self.max_batch_size]
+            for i, generation in zip(chunk, self._generate_batch([encoded[i] for i in chunk], params), strict=True):
+                results[i] = generation
+        return results
+
+    def score_candidates(self, prompt: str, candidates: list[str]) -> list[float]:
+        if not candidates:
+            raise ValueError("no candidates to score")
+        # Tokenise a prompt's trailing space with each candidate ("Diagnosis: " + "Asthma" → " Asthma"),
+        # the way it was tokenised in training, not as a lone space token.
+        stripped = prompt.rstrip(" ")
+        lead, prompt = prompt[len(stripped):], stripped
+        candidate_ids = [self.tokenizer(lead + c, add_special_tokens=False)["input_ids"] for c in candidates]
+        if any(not ids for ids in candidate_ids):
+            raise ValueError("a candidate is empty")
+        longest = max(len(ids) for ids in candidate_ids)
+        if longest >= self.info.context_length:
+            raise ValueError(f"a candidate of {longest} tokens does not fit the {self.info.context_length}-token context")
+        prompt_ids = self._truncate_left(self.tokenizer(prompt)["input_ids"], self.info.context_length - longest)
+
+        mean_log_probs = []
+        for start in range(0, len(candidate_ids), self.max_batch_size):
+            mean_log_probs.append(self._mean_log_probs(prompt_ids, candidate_ids[start:start + self.max_batch_size]))
+        return torch.cat(mean_log_probs).softmax(dim=0).tolist()
+
+    def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
+        inputs = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt").to(self.device)
+        # Explicit values override whatever sampling defaults the model's generation_config.json ships with.
+        if params.temperature > 0:
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+        else:
+            sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, max_new_tokens=params.max_new_tokens, **sampling)
+        new = output[:, inputs["input_ids"].shape[1]:].tolist()
+        stops = set(_as_list(self.model.generation_config.eos_token_id))
+        generations = []
+        for prompt, tokens in zip(batch, new, strict=True):
+            end = next((j for j, token in enumerate(tokens) if token in stops), len(tokens))
+            text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
+            generations.append(Generation(text=text, prompt_tokens=len(prompt), new_tokens=end))
+        return generations
+
+    def _mean_log_probs(self, prompt_ids: list[int], candidate_ids: list[list[int]]) -> torch.Tensor:
+        # Left padding lines every candidate up against the right edge, so the logits needed are the last few
+        # positions only: a full vocabulary of logits for a long prompt and many candidates would not fit.
+        inputs = self.tokenizer.pad({"input_ids": [prompt_ids + ids for ids in candidate_ids]}, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        longest = max(len(ids) for ids in candidate_ids)
+        position_ids = (inputs["attention_mask"].cumsum(dim=-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self.model(**inputs, position_ids=position_ids, logits_to_keep=longest + 1).logits
+        log_probs = logits[:, :-1].float().log_softmax(dim=-1)
+        means = []
+        for row, ids in enumerate(candidate_ids):
+            targets = torch.tensor(ids, device=log_probs.device)
+            means.append(log_probs[row, -len(ids):].gather(-1, targets[:, None]).mean())
+        return torch.stack(means).cpu()
+
+    def _truncate_left(self, ids: list[int], limit: int) -> list[int]:
+        """Keep the end of a prompt (where the question and the answer's start are), and the leading <s> if any."""
+        if len(ids) <= limit:
+            return ids
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and ids[0] == bos:
+            return [bos, *ids[len(ids) - limit + 1:]]
+        return ids[len(ids) - limit:]
+
+
+_engine_lock = threading.Lock()
+_engine: tuple[EngineConfig, HFEngine] | None = None
+
+
+def get_engine(config: EngineConfig) -> HFEngine:
+    """The process's engine for `config`: loaded once and reused; another config replaces (and frees) it."""
+    global _engine
+    with _engine_lock:
+        if _engine is not None and _engine[0] == config:
+            return _engine[1]
+        _release()
+        engine = HFEngine.load(config)
+        _engine = (config, engine)
+        return engine
+
+
+def release_engine() -> None:
+    """Free the process's engine (memory, GPU memory) if one is loaded."""
+    with _engine_lock:
+        _release()
+
+
+def _release() -> None:
+    global _engine
+    if _engine is None:
+        return
+    _engine = None
+    # Freed before the next load, so that two models never have to fit in memory at once.
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _model_source(base_model: str) -> str:
+    path = Path(base_model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model files missing at {path.resolve()}: no config.json in the folder")
+        return str(path.resolve())
+    if HUB_ID.match(base_model) and not path.is_absolute() and not os.environ.get("HF_HUB_OFFLINE"):
+        return base_model
+    raise ModelLoadError(f"model files missing at {path.resolve()}")
+
+
+def _adapter_dir(adapter: str) -> str:
+    path = Path(adapter).expanduser().resolve()
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"adapter files missing at {path}: expected a LoRA adapter folder with adapter_config.json")
+    return str(path)
+
+
+def _device(requested: str | None) -> torch.device:
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"unknown device {requested!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {requested!r} asked for, but this machine has no usable CUDA GPU")
+    return device
+
+
+def _dtype(requested: str | None, device: torch.device, quantization: str) -> torch.dtype:
+    if requested is not None:
+        if requested not in DTYPES:
+            raise ModelLoadError(f"unknown dtype {requested!r}: use float32, float16 or bfloat16")
+        return DTYPES[requested]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # For 8-bit, bfloat16 keeps float32's range in the layers bitsandbytes leaves unquantised, at half the memory,
+    # and ran faster than float32 here (the int8 matmul casts its input to float16 either way).
+    return torch.bfloat16 if quantization == "8bit" else torch.float32
+
+
+def _load_model(source: str, quantization: str, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
+    if quantization == "8bit":
+        logging.getLogger("bitsandbytes.autograd._functions").addFilter(_int8_cast_notice_filter)
+    quantization_config = {
+        "none": None,
+        "8bit": BitsAndBytesConfig(load_in_8bit=True),
+        "4bit": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype),
+    }[quantization]
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, device_map={"": device}, quantization_config=quantization_config
+        )
+    except OSError as exc:
+        raise ModelLoadError(f"model files missing or unreadable at {source}: {exc}") from exc
+    except torch.OutOfMemoryError as exc:
+        raise ModelLoadError(f"not enough memory on {device} for the model at {source}; try a smaller quantisation") from exc
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        if quantization == "none":
+            raise ModelLoadError(f"could not load the model at {source}: {exc}") from exc
+        raise ModelLoadError(
+            f"could not quantise the model at {source} to {quantization} ({exc}): bitsandbytes cannot pack some of its "
+            "layer sizes (multiples of 32 are safe); use another quantisation or none"
+        ) from exc
+
+
+def _apply_adapter(model: PreTrainedModel, adapter: str, *, merge: bool) -> PreTrainedModel:
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(model, adapter)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"the adapter at {adapter} does not fit this base model: {exc}") from exc
+    # Merged weights run as fast as the base model; a quantised base keeps the adapter separate (merging is lossy).
+    return model.merge_and_unload() if merge else model
+
+
+def _context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    config = model.config
+    lengths = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
+    # Tokenizers without a limit report a huge sentinel (about 1e30).
+    lengths = [n for n in lengths if isinstance(n, int) and 0 < n < 10**7]
+    if not lengths:
+        raise ModelLoadError("the model declares no context length (max_position_embeddings)")
+    return min(lengths)
+
+
+def _as_list(value: int | list[int] | None) -> list[int]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]

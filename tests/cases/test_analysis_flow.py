@@ -1,0 +1,103 @@
+"""Case analysis end to end: the page or API queues it, a real Celery worker runs the tiny model."""
+
+import time
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.urls import reverse
+
+from cases.models import Analysis, Case
+from medportal.celery import app
+from modeling.services import model_version_register
+
+pytestmark = pytest.mark.django_db(transaction=True)
+LABELS = ["心绞痛", "支气管炎", "流感", "angina", "bronchitis", "influenza"]
+
+
+@pytest.fixture
+def worker():
+    app.control.purge()  # messages a previous run left on the test broker
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["inference"], shutdown_timeout=30):
+        yield
+
+
+@pytest.fixture
+def active_version(tiny_model_dir):
+    return model_version_register(name="tiny-test", base_model=str(tiny_model_dir), label_set=LABELS, activate=True)
+
+
+def wait_for(analysis: Analysis, seconds: float = 90) -> Analysis:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        analysis.refresh_from_db()
+        if analysis.is_finished:
+            return analysis
+        time.sleep(0.2)
+    raise AssertionError(f"analysis still {analysis.status} after {seconds} s")
+
+
+def test_a_submitted_case_is_analysed_by_the_worker(client, doctor, active_version, worker):
+    client.force_login(doctor)
+    client.post(reverse("cases:create"), {"chief_complaint": "患者胸痛2小时。", "present_illness": "活动后加重。"})
+    analysis = wait_for(Case.objects.get().analyses.get())
+    assert analysis.status == Analysis.Status.DONE, analysis.error
+    assert analysis.diagnosis
+    assert analysis.model_version == active_version
+    probabilities = [item["probability"] for item in analysis.differential]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+    # Chinese case: ranked among the Chinese labels only.
+    assert {item["name"] for item in analysis.differential} == {"心绞痛", "支气管炎", "流感"}
+    page = client.get(reverse("cases:analysis", args=[analysis.pk])).content.decode()
+    assert analysis.disclaimer in page
+    assert "hx-get" not in page  # finished: the panel stops polling
+
+
+def test_a_broken_model_path_fails_the_analysis_and_keeps_the_case(client, doctor, worker):
+    model_version_register(name="broken", base_model="/nonexistent/model", label_set=LABELS, activate=True)
+    client.force_login(doctor)
+    client.post(reverse("cases:create"), {"chief_complaint": "Cough for 3 days."})
+    case = Case.objects.get()
+    analysis = wait_for(case.analyses.get())
+    assert analysis.status == Analysis.Status.FAILED
+    assert "model files missing at /nonexistent/model" in analysis.error
+    case.refresh_from_db()
+    assert case.chief_complaint == "Cough for 3 days."
+    page = client.get(reverse("cases:detail", args=[case.pk])).content.decode()
+    assert "model files missing at /nonexistent/model" in page
+
+
+def test_the_api_answers_with_wait_and_queues_without(api_client, doctor, active_version, worker):
+    api_client.force_authenticate(doctor)
+    queued = api_client.post("/api/v1/analyze/", {"text": "Fever and cough for 3 days.", "max_new_tokens": 32}, format="json")
+    assert queued.status_code == 202
+    assert queued.json()["status"] == "queued"
+    answered = api_client.post(
+        "/api/v1/analyze/", {"text": "Headache for 2 days.", "max_new_tokens": 32, "wait": True}, format="json"
+    )
+    assert answered.status_code == 200
+    body = answered.json()
+    assert body["status"] == "done" and body["diagnosis"]
+    assert body["disclaimer"]
+    assert api_client.get(queued.json()["url"]).status_code == 200
+
+
+def test_a_done_analysis_is_not_redone(doctor, active_version, worker):
+    from cases.services import CaseInput, analysis_run, case_submit
+
+    _case, analysis = case_submit(author=doctor, data=CaseInput(texts={"chief_complaint": "发热1天"}))
+    analysis = wait_for(analysis)
+    finished_at = analysis.finished_at
+    analysis_run(analysis_id=analysis.pk)
+    analysis.refresh_from_db()
+    assert analysis.finished_at == finished_at
+
+
+def test_a_doctor_reruns_a_case_with_another_version(client, doctor, active_version, worker, tiny_model_dir):
+    other = model_version_register(name="tiny-other", base_model=str(tiny_model_dir), label_set=LABELS)
+    client.force_login(doctor)
+    client.post(reverse("cases:create"), {"chief_complaint": "咳嗽3天"})
+    case = Case.objects.get()
+    client.post(reverse("cases:reanalyse", args=[case.pk]), {"model_version": other.pk})
+    versions = {wait_for(a).model_version.name for a in case.analyses.all()}
+    assert versions == {"tiny-test", "tiny-other"}
