@@ -58,6 +58,18 @@ def api_client():
     return APIClient()
 
 
+@pytest.fixture
+def worker():
+    """A real Celery worker (in a thread) consuming the inference queue of the test broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from medportal.celery import app
+
+    app.control.purge()  # messages a previous run left on the test broker
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["inference"], shutdown_timeout=30):
+        yield
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     return {

@@ -3,22 +3,13 @@
 import time
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.urls import reverse
 
 from cases.models import Analysis, Case
-from medportal.celery import app
 from modeling.services import model_version_register
 
 pytestmark = pytest.mark.django_db(transaction=True)
 LABELS = ["心绞痛", "支气管炎", "流感", "angina", "bronchitis", "influenza"]
-
-
-@pytest.fixture
-def worker():
-    app.control.purge()  # messages a previous run left on the test broker
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["inference"], shutdown_timeout=30):
-        yield
 
 
 @pytest.fixture
