@@ -20,7 +20,8 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	@echo "MedPortal on http://$(HOST):$(PORT)/ with one Celery worker (Ctrl-C stops both)."
-	$(VENV)/bin/celery -A medportal worker --loglevel=INFO --concurrency=1 & worker=$$!; \
+	# One worker for all queues; solo pool: the model loads once in the process that runs it (STACK.md).
+	$(VENV)/bin/celery -A medportal worker -Q inference,evaluation,training,celery --pool=solo --loglevel=INFO & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
