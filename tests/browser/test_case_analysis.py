@@ -4,7 +4,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from modeling.services import model_version_register
-from tests.conftest import PASSWORD
+from tests.browser.test_case_intake import log_in_in_english
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -12,11 +12,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_the_diagnosis_and_disclaimer_appear_on_the_case_page(page: Page, live_server, doctor, tiny_model_dir, worker):
     model_version_register(name="tiny-test", base_model=str(tiny_model_dir), label_set=["angina", "asthma", "influenza"],
                            activate=True)
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_test_id("lang-en").click()
-    page.fill("#id_username", doctor.username)
-    page.fill("#id_password", PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    log_in_in_english(page, live_server, doctor)
     page.goto(f"{live_server.url}/cases/new/")
     page.fill("#id_chief_complaint", "Chest pain for 2 hours.")
     page.fill("#id_present_illness", "Pressure-like pain on exertion, relieved by rest.")

@@ -47,12 +47,16 @@ def test_a_doctor_submits_a_chinese_case_and_sees_it_masked(page: Page, live_ser
     expect(page).to_have_url(re.compile(r"/cases/\d+/reveal/$"))
 
 
-def test_a_missing_complaint_is_explained_and_the_text_kept(page: Page, live_server, doctor):
+def log_in_in_english(page: Page, live_server, user) -> None:
     page.goto(f"{live_server.url}/accounts/login/")
     page.get_by_test_id("lang-en").click()
-    page.fill("#id_username", doctor.username)
+    page.fill("#id_username", user.username)
     page.fill("#id_password", PASSWORD)
     page.get_by_role("button", name="Log in").click()
+
+
+def test_a_missing_complaint_is_explained_and_the_text_kept(page: Page, live_server, doctor):
+    log_in_in_english(page, live_server, doctor)
     page.goto(f"{live_server.url}/cases/new/")
     page.fill("#id_past_history", "Hypertension for 10 years.")
     page.get_by_role("button", name="Submit case").click()

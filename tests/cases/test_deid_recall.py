@@ -196,10 +196,10 @@ def test_corpus_metrics_reject_degenerate_detectors():
     assert failures(evaluate(records, every_word))
 
 
-def test_deid_recall(capsys):
+def detect_all(records):
+    """Run the detector on every record, checking each span is well-formed."""
     from cases.deid import detect_phi  # imported here so the corpus tests run without the module
 
-    records = load_corpus()
     detections = {}
     for rec in records:
         spans = detect_phi(rec.text, language=rec.lang)
@@ -207,7 +207,12 @@ def test_deid_recall(capsys):
             assert s.kind in KINDS and 0 <= s.start < s.end <= len(rec.text), (rec.rid, s)
             assert s.text == rec.text[s.start : s.end], (rec.rid, s)
         detections[rec.rid] = spans
-    metrics = evaluate(records, detections)
+    return detections
+
+
+def test_deid_recall(capsys):
+    records = load_corpus()
+    metrics = evaluate(records, detect_all(records))
     table = report(metrics)
     with capsys.disabled():
         print("\n" + table)
