@@ -19,6 +19,7 @@ install: $(STAMP)
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
+	$(PY) manage.py bootstrap_model
 	@echo "MedPortal on http://$(HOST):$(PORT)/ with one Celery worker (Ctrl-C stops both)."
 	# One worker for all queues; solo pool: the model loads once in the process that runs it (STACK.md).
 	$(VENV)/bin/celery -A medportal worker -Q inference,evaluation,training,celery --pool=solo --loglevel=INFO & worker=$$!; \
