@@ -117,6 +117,14 @@ class Case(models.Model):
         return text if len(text) <= 80 else text[:79] + "…"
 
     @property
+    def progress(self) -> tuple[str, str]:
+        """(status, label) of the latest analysis when the list annotated it (selectors.case_list), else the case's."""
+        latest = getattr(self, "latest_analysis_status", None)
+        if latest:
+            return latest, Analysis.Status(latest).label
+        return self.status, self.get_status_display()
+
+    @property
     def age_display(self) -> str:
         if self.age is None:
             return ""

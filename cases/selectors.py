@@ -3,7 +3,7 @@
 from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
 from cases.models import AccessEvent, Analysis, Case
@@ -13,7 +13,8 @@ def case_list(*, user, query: str = "") -> QuerySet[Case]:
     """A doctor's own cases, newest first, optionally filtered by a search phrase."""
     if not user.has_perm("cases.view_case"):
         raise PermissionDenied
-    cases = Case.objects.filter(author=user)
+    latest = Analysis.objects.filter(case=OuterRef("pk")).order_by("-queued_at", "-id").values("status")[:1]
+    cases = Case.objects.filter(author=user).annotate(latest_analysis_status=Subquery(latest))
     query = query.strip()
     if query:
         cases = cases.filter(

@@ -55,3 +55,15 @@ def test_a_bad_typed_value_fails_loudly():
     result = manage("check", env={**PRODUCTION_ENV, "MEDPORTAL_SESSION_IDLE_MINUTES": "soon"})
     assert result.returncode != 0
     assert "MEDPORTAL_SESSION_IDLE_MINUTES must be a whole number" in result.stderr
+
+
+def test_the_embedded_sqlite_database_takes_write_locks_up_front(tmp_path):
+    # The web process and the worker share the file; a deferred transaction that later writes fails with
+    # "database is locked" instead of waiting.
+    env = {"DJANGO_SETTINGS_MODULE": "medportal.settings.dev", "MEDPORTAL_DATA_DIR": str(tmp_path),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    result = manage("shell", "-c", "from django.db import connection; c = connection.cursor(); "
+                    "print(connection.settings_dict['OPTIONS']['transaction_mode'], "
+                    "c.execute('PRAGMA journal_mode').fetchone()[0])", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["IMMEDIATE", "wal"]

@@ -92,3 +92,11 @@ def test_a_doctor_reruns_a_case_with_another_version(client, doctor, active_vers
     client.post(reverse("cases:reanalyse", args=[case.pk]), {"model_version": other.pk})
     versions = {wait_for(a).model_version.name for a in case.analyses.all()}
     assert versions == {"tiny-test", "tiny-other"}
+
+
+def test_the_case_list_shows_the_latest_analysis_status(client, doctor, active_version, worker):
+    client.force_login(doctor)
+    client.post(reverse("cases:create"), {"chief_complaint": "胸痛2小时"})
+    wait_for(Case.objects.get().analyses.get())
+    row = client.get(reverse("cases:list")).content.decode().split("<tbody>")[1]
+    assert 'class="status done"' in row and "Done" in row
