@@ -106,27 +106,9 @@ class HFEngine:
 
     @classmethod
     def load(cls, config: EngineConfig, *, max_batch_size: int = 32) -> HFEngine:
-        if config.quantization not in QUANTIZATIONS:
-            raise ModelLoadError(f"unknown quantisation {config.quantization!r}: use one of {', '.join(QUANTIZATIONS)}")
-        source = _model_source(config.base_model)
         adapter = _adapter_dir(config.adapter) if config.adapter else None
-        device = _device(config.device)
-        if config.quantization == "4bit" and device.type != "cuda":
-            raise ModelLoadError(
-                "4-bit quantisation needs a CUDA GPU: bitsandbytes 4-bit is not supported on this machine's CPU. "
-                "Use quantization='8bit' (runs on the CPU) or 'none'."
-            )
-        dtype = _dtype(config.dtype, device, config.quantization)
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"could not load the tokenizer from {source}: {exc}") from exc
+        model, tokenizer, source, device, dtype = load_model_and_tokenizer(config)
         tokenizer.padding_side = "left"
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-
-        model = _load_model(source, config.quantization, device, dtype)
         if adapter:
             model = _apply_adapter(model, adapter, merge=config.quantization == "none")
         model.eval()
@@ -141,7 +123,7 @@ class HFEngine:
             quantization=config.quantization,
             device=str(device),
             dtype=str(dtype).removeprefix("torch."),
-            context_length=_context_length(model, tokenizer),
+            context_length=context_length(model, tokenizer),
             parameters=sum(p.numel() for p in model.parameters()),
         )
         return cls(model, tokenizer, info, max_batch_size=max_batch_size)
@@ -229,6 +211,33 @@ class HFEngine:
         if bos is not None and ids[0] == bos:
             return [bos, *ids[len(ids) - limit + 1:]]
         return ids[len(ids) - limit:]
+
+
+def load_model_and_tokenizer(
+    config: EngineConfig,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str, torch.device, torch.dtype]:
+    """The base model (quantised as asked, on its device) and its tokenizer (with a pad token), without any adapter.
+
+    Returns (model, tokenizer, resolved source, device, dtype); every failure is a ModelLoadError for people.
+    Inference (``HFEngine.load``) and training (``modeling.training``) load models the same way through this.
+    """
+    if config.quantization not in QUANTIZATIONS:
+        raise ModelLoadError(f"unknown quantisation {config.quantization!r}: use one of {', '.join(QUANTIZATIONS)}")
+    source = _model_source(config.base_model)
+    device = _device(config.device)
+    if config.quantization == "4bit" and device.type != "cuda":
+        raise ModelLoadError(
+            "4-bit quantisation needs a CUDA GPU: bitsandbytes 4-bit is not supported on this machine's CPU. "
+            "Use quantization='8bit' (runs on the CPU) or 'none'."
+        )
+    dtype = _dtype(config.dtype, device, config.quantization)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load the tokenizer from {source}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return _load_model(source, config.quantization, device, dtype), tokenizer, source, device, dtype
 
 
 _engine_lock = threading.Lock()
@@ -342,7 +351,7 @@ def _apply_adapter(model: PreTrainedModel, adapter: str, *, merge: bool) -> PreT
     return model.merge_and_unload() if merge else model
 
 
-def _context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+def context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
     config = model.config
     lengths = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
     # Tokenizers without a limit report a huge sentinel (about 1e30).

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from cases import roles
-from tests.tiny_models import lora_adapter_dir, tiny_model_dir  # noqa: F401 (fixtures shared by the suite)
+from tests.tiny_models import lora_adapter_dir, tiny_model_dir, training_jsonl  # noqa: F401 (fixtures shared by the suite)
 
 # pytest-django's live_server and Playwright's sync API share the main thread.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

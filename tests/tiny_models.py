@@ -103,3 +103,31 @@ def lora_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-lora")
     model.save_pretrained(path)
     return path
+
+
+def case_records(n: int = 80, *, seed: int = 0) -> list[dict]:
+    """Labelled case records (the JSONL format that training reads), alternating Chinese and English."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        zh, en, dx_zh, dx_en = COMPLAINTS[i % len(COMPLAINTS)]
+        hours = i + 1 + rng.randint(0, 3) * n  # every text differs
+        if i % 2:
+            text, diagnosis, language = f"Complaint: {en} for {hours} hours.", dx_en, "en"
+        else:
+            text, diagnosis, language = f"主诉：{zh}{hours}小时。", dx_zh, "zh"
+        records.append({"id": f"case-{i:03d}", "language": language, "text": text, "diagnosis": diagnosis})
+    return records
+
+
+def write_jsonl(records: list[dict], path: Path) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def training_jsonl(tmp_path) -> Path:
+    """80 tiny labelled cases as JSONL: what a case set exports and what training reads."""
+    return write_jsonl(case_records(), tmp_path / "cases.jsonl")
