@@ -26,11 +26,14 @@ from modeling.tokenizer import train_tokenizer  # noqa: E402
 CONCURRENT = 32
 
 
-def build_tiny_model(directory: Path) -> Path:
-    cases = generate_cases(600, seed=7)
-    tokenizer = train_tokenizer([build_prompt(c.text, c.language) for c in cases], vocab_size=4000)
+def build_tiny_model(directory: Path, texts: list[str] | None = None, *, vocab_size: int = 4000, context: int = 1024) -> Path:
+    """A Llama from a config (hidden 256, 4 layers, random weights) with a tokenizer trained on ``texts``
+    (default: prompts of 600 generated cases), saved into ``directory``."""
+    if texts is None:
+        texts = [build_prompt(c.text, c.language) for c in generate_cases(600, seed=7)]
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
     config = LlamaConfig(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8,
-                         num_key_value_heads=8, vocab_size=len(tokenizer), max_position_embeddings=1024,
+                         num_key_value_heads=8, vocab_size=len(tokenizer), max_position_embeddings=context,
                          tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)

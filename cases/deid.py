@@ -1100,16 +1100,19 @@ class Deidentifier:
         self._replacements: dict[str, str] = {}
         self._names: set[str] = set()
 
-    def deidentify(self, text: str, language: str | None = None) -> str:
+    def deidentify(self, text: str, language: str | None = None, *, echo_names: bool = True) -> str:
         """`text` with each PHI span replaced by a typed placeholder such as [NAME_1] or [PHONE_2].
 
         One value (after normalisation) gets one placeholder for the whole case; numbering is per kind,
         in order of first appearance. Placeholders are never detected again, so this is idempotent.
+        Names found in earlier fields are masked here too unless ``echo_names`` is False: diagnosis labels
+        are checked on their own, because a disease named in the note ("Name: Pilocytic Astrocytoma") can be
+        mistaken for a person there, and echoing it would erase the label.
         """
         if not text:
             return text
         parts, cursor = [], 0
-        for span in _detect(text, self._names):
+        for span in _detect(text, self._names if echo_names else frozenset()):
             parts += [text[cursor : span.start], self._placeholder(span.kind, span.text)]
             cursor = span.end
             if span.kind == "NAME":

@@ -1,7 +1,10 @@
 """Patient cases (de-identified text, encrypted originals) and explicit access entries."""
 
+from auditlog.registry import auditlog
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from modeling.prompts import DISCLAIMER
@@ -208,3 +211,142 @@ class Analysis(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+# --- Imported case sets ----------------------------------------------------------------------
+# Labelled cases imported from files (JSONL / CSV, see modeling.records) for training and evaluation.
+# They are de-identified on the way in like a doctor's case; the originals of what was replaced are
+# encrypted. A case set exports to the JSONL that training reads (cases.services.case_set_export).
+
+# Case set names become export file names ("<name>.jsonl"), so they must be safe in a path.
+case_set_name_validator = RegexValidator(
+    r"^\w[\w.-]*\Z",
+    _("Use letters, digits, '-', '_' or '.', starting with a letter or a digit."),
+)
+
+
+class CaseSet(models.Model):
+    """A named set of imported labelled cases, e.g. "dxy-train"."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True, validators=[case_set_name_validator])
+    description = models.TextField(_("description"), blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("created by"),
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("case set")
+        verbose_name_plural = _("case sets")
+        permissions = [
+            ("import_caseset", "Can import labelled cases into a case set"),
+            ("export_caseset", "Can export a case set's de-identified records for training"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ImportRun(models.Model):
+    """One import of one file into a case set: its provenance, counts and rejected lines."""
+
+    case_set = models.ForeignKey(CaseSet, on_delete=models.CASCADE, related_name="import_runs", verbose_name=_("case set"))
+    source_name = models.CharField(_("source file"), max_length=255)
+    sha256 = models.CharField(_("file SHA-256"), max_length=64, help_text=_("Checksum of the imported file."))
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("started by"), help_text=_("Empty when run from the command line without --user."),
+    )
+    started_at = models.DateTimeField(_("started"), db_index=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    rows = models.PositiveIntegerField(_("rows"), default=0)
+    imported = models.PositiveIntegerField(_("imported"), default=0)
+    duplicates = models.PositiveIntegerField(_("duplicates"), default=0)
+    rejected = models.PositiveIntegerField(_("rejected"), default=0)
+    # [{"line": n, "reason": "..."}], in file order; reasons name what is wrong, never the row's content.
+    errors = models.JSONField(_("rejected lines"), default=list, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        verbose_name = _("import run")
+        verbose_name_plural = _("import runs")
+
+    def __str__(self) -> str:
+        return f"{self.source_name} ({timezone.localtime(self.started_at):%Y-%m-%d %H:%M})"
+
+
+class LabelledCase(models.Model):
+    """One de-identified, labelled case of a case set, with where it came from."""
+
+    case_set = models.ForeignKey(CaseSet, on_delete=models.CASCADE, related_name="cases", verbose_name=_("case set"))
+    import_run = models.ForeignKey(
+        ImportRun, on_delete=models.CASCADE, related_name="cases", verbose_name=_("import run")
+    )
+    source_file = models.CharField(_("source file"), max_length=255)
+    source_row = models.PositiveIntegerField(_("line"), help_text=_("Line of the row in the source file."))
+    # The file's own case id (not a patient identifier: those are kept only as patient_pseudonym).
+    external_id = models.CharField(_("case id"), max_length=200, blank=True)
+    language = models.CharField(_("language"), max_length=2, choices=Case.Language.choices)
+    # De-identified text only: PHI is replaced by typed placeholders such as [NAME_1].
+    text = models.TextField(_("case text"))
+    diagnosis = models.TextField(_("diagnosis"))
+    treatment = models.TextField(_("treatment"), blank=True)
+    prognosis = models.TextField(_("prognosis"), blank=True)
+    rationale = models.TextField(_("rationale"), blank=True)
+    differential = models.JSONField(_("differential"), default=list, blank=True, help_text="[name, ...]")
+    # Fernet token of the originals that de-identification replaced; empty when nothing was.
+    phi_ciphertext = models.TextField(blank=True, editable=False)
+    phi_count = models.PositiveIntegerField(_("identifiers removed"), default=0)
+    # Keyed (HMAC) pseudonym of the patient's ID or record number, to keep one patient's cases in one split.
+    patient_pseudonym = models.CharField(max_length=32, blank=True, db_index=True, editable=False)
+    # Keyed HMAC of the case id, or of the de-identified text and diagnosis: a re-import does not duplicate.
+    dedupe_key = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(_("imported at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = _("labelled case")
+        verbose_name_plural = _("labelled cases")
+        constraints = [
+            models.UniqueConstraint(fields=["case_set", "dedupe_key"], name="cases_labelledcase_unique_in_set"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id or f"{self.case_set_id}-{self.pk}"
+
+
+class CaseSetExport(models.Model):
+    """The audit entry of one export of a case set's de-identified records (for training)."""
+
+    # Kept when the set is deleted, like the actor's name when the user is: the trail outlives both.
+    case_set = models.ForeignKey(
+        CaseSet, null=True, on_delete=models.SET_NULL, related_name="exports", verbose_name=_("case set")
+    )
+    case_set_name = models.CharField(_("case set"), max_length=100)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    actor_username = models.CharField(_("user"), max_length=150, blank=True)
+    records = models.PositiveIntegerField(_("records"))
+    path = models.CharField(_("file"), max_length=500)
+    at = models.DateTimeField(_("exported"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = _("case set export")
+        verbose_name_plural = _("case set exports")
+
+    def __str__(self) -> str:
+        at = timezone.localtime(self.at)
+        return f"{self.actor_username or '-'} exported {self.case_set_name} ({self.records}) at {at:%Y-%m-%d %H:%M}"
+
+
+# Changes made one by one (the admin, a shell) are in the audit trail. The encrypted originals are
+# masked and the clinical text left out: auditors read the trail and see no case text.
+auditlog.register(CaseSet)
+auditlog.register(ImportRun)
+auditlog.register(
+    LabelledCase,
+    mask_fields=["phi_ciphertext"],
+    exclude_fields=["text", "diagnosis", "treatment", "prognosis", "rationale", "differential", "dedupe_key"],
+)

@@ -1,8 +1,12 @@
 """Writes to case data. Every state change of a case goes through one function here."""
 
+import contextlib
+import hashlib
+import hmac
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from auditlog.context import set_actor
 from django.conf import settings
@@ -12,10 +16,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from cases.crypto import decrypt_phi, encrypt_phi, rotate_token
-from cases.deid import Deidentifier, pseudonym
-from cases.models import AGE_CAP, TEXT_FIELDS, AccessEvent, Analysis, Case
+from cases.deid import Deidentifier, detect_phi, pseudonym, valid_resident_id
+from cases.models import AGE_CAP, TEXT_FIELDS, AccessEvent, Analysis, Case, CaseSet, CaseSetExport, ImportRun, LabelledCase
 from modeling.models import ModelVersion
 from modeling.prompts import build_prompt, diagnosis_prompt, parse_answer
+from modeling.records import FileFormatError, Record, RowError, read_rows, record_from_row, write_records
 from modeling.runtime import EngineConfig, GenerationParams, ModelLoadError, get_engine
 from modeling.selectors import model_version_active
 
@@ -245,3 +250,197 @@ def analysis_wait(*, analysis: Analysis, seconds: float, poll: float = 0.2) -> A
         time.sleep(poll)
         analysis.refresh_from_db()
     return analysis
+
+
+# --- Imported case sets ----------------------------------------------------------------------
+
+# Rows go to the database this many at a time.
+IMPORT_BATCH_SIZE = 500
+# An import run keeps the first rejected lines; a file with more is the wrong file, and the count says so.
+MAX_STORED_ERRORS = 1000
+MAX_REASON_CHARS = 300
+MAX_ID_CHARS = LabelledCase._meta.get_field("external_id").max_length
+
+
+class CaseSetImportError(Exception):
+    """The file as a whole cannot be imported (unreadable, wrong format); nothing was saved."""
+
+
+@dataclass
+class ImportReport:
+    case_set: CaseSet
+    import_run: ImportRun
+    rows: int
+    imported: int
+    duplicates: int
+    rejected: int
+    errors: list[tuple[int, str]]  # (line, reason), in file order
+
+
+# What a case id must not contain (a date in an id, "case-2024-03-01", is no one's identity).
+_PERSONAL_KINDS = ("NAME", "ID", "PHONE", "EMAIL", "ADDRESS")
+
+
+def _keyed_hash(message: str) -> str:
+    return hmac.new(settings.MEDPORTAL_PSEUDONYM_KEY.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def _labelled_case_from(record: Record) -> LabelledCase:
+    """A de-identified LabelledCase (unsaved, without set or run) from a validated record; RowError if unusable."""
+    if len(record.id) > MAX_ID_CHARS:
+        raise RowError(f"the id has {len(record.id)} characters; the limit is {MAX_ID_CHARS}")
+    if record.id and any(span.kind in _PERSONAL_KINDS for span in detect_phi(record.id)):
+        # The id is stored in clear and exported; identifiers of the patient belong in patient_id.
+        raise RowError("the id looks like a personal identifier; put patient identifiers in patient_id")
+    language = record.language
+    deidentifier = Deidentifier()  # one per row: one name gets one placeholder across the row's fields
+    fields = ("text", "diagnosis", "treatment", "prognosis", "rationale")
+    labels = ("diagnosis",)  # and the differential: checked on their own, see Deidentifier.deidentify
+    clean = {name: deidentifier.deidentify(getattr(record, name), language, echo_names=name not in labels) for name in fields}
+    differential = [deidentifier.deidentify(name, language, echo_names=False) for name in record.differential]
+    original = {name: getattr(record, name) for name in fields if clean[name] != getattr(record, name)}
+    if differential != record.differential:
+        original["differential"] = record.differential
+    key = settings.MEDPORTAL_PSEUDONYM_KEY.encode()
+    if record.patient_id:
+        original["patient_id"] = record.patient_id
+        patient = pseudonym(key, "ID" if valid_resident_id(record.patient_id) else "MRN", record.patient_id)
+    else:
+        identifiers = deidentifier.identifiers()  # as for a doctor's case: the first ID or record number
+        patient = pseudonym(key, *identifiers[0]) if identifiers else ""
+    replacements = deidentifier.replacements
+    protected = {"original": original, "replacements": replacements} if original else None
+    if record.id:
+        dedupe = _keyed_hash(f"id\x1f{record.id}")
+    else:
+        dedupe = _keyed_hash(f"text\x1f{clean['text']}\x1f{clean['diagnosis']}")
+    return LabelledCase(
+        external_id=record.id,
+        language=language,
+        differential=differential,
+        phi_ciphertext=encrypt_phi(protected) if protected else "",
+        phi_count=len(replacements) + bool(record.patient_id),
+        patient_pseudonym=patient,
+        dedupe_key=dedupe,
+        **clean,
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def case_set_import(
+    *, path, case_set: str, actor=None, source_name: str | None = None, description: str = ""
+) -> ImportReport:
+    """Import a JSONL or CSV file of labelled cases into the named case set (created if new).
+
+    Every row is de-identified; a bad row is skipped and reported with its line and reason; a row already in the
+    set (same case id, or same text and diagnosis when the row has no id) is counted as a duplicate. A file that
+    cannot be read as a whole raises CaseSetImportError and saves nothing. One transaction per import.
+    """
+    if actor is not None and not actor.has_perm("cases.import_caseset"):
+        raise PermissionDenied(_("Only ML admins can import case sets."))
+    path = Path(path)
+    started = timezone.now()
+    clock = time.monotonic()
+    source_name = source_name or path.name
+    candidate = CaseSet(name=case_set, description=description, created_by=actor)
+    candidate.full_clean(validate_unique=False)
+
+    # De-identify before the transaction opens: that is the slow part, and it writes nothing.
+    prepared: list[tuple[int, LabelledCase]] = []
+    errors: list[tuple[int, str]] = []
+    rows = 0
+    try:
+        for line, row in read_rows(path):
+            rows += 1
+            try:
+                if isinstance(row, RowError):
+                    raise row
+                prepared.append((line, _labelled_case_from(record_from_row(row))))
+            except RowError as error:
+                errors.append((line, str(error)[:MAX_REASON_CHARS]))
+        sha256 = _file_sha256(path)
+    except (FileFormatError, OSError) as error:
+        raise CaseSetImportError(str(error)) from None
+
+    with transaction.atomic(), set_actor(actor) if actor else contextlib.nullcontext():
+        the_set, created = CaseSet.objects.get_or_create(
+            name=case_set, defaults={"description": description, "created_by": actor}
+        )
+        # One import into a set at a time, so two cannot both decide that a row is new.
+        the_set = CaseSet.objects.select_for_update().get(pk=the_set.pk)
+        if description and not created and the_set.description != description:
+            the_set.description = description
+            the_set.save(update_fields=["description"])
+        seen = set(LabelledCase.objects.filter(case_set=the_set).values_list("dedupe_key", flat=True))
+        new: list[LabelledCase] = []
+        for line, case in prepared:
+            if case.dedupe_key in seen:
+                continue
+            seen.add(case.dedupe_key)
+            case.source_file, case.source_row = source_name, line
+            new.append(case)
+        run = ImportRun.objects.create(
+            case_set=the_set, source_name=source_name, sha256=sha256, started_by=actor, started_at=started,
+            finished_at=timezone.now(), rows=rows, imported=len(new), duplicates=len(prepared) - len(new),
+            rejected=len(errors), errors=[{"line": line, "reason": reason} for line, reason in errors[:MAX_STORED_ERRORS]],
+        )
+        for case in new:
+            case.case_set, case.import_run = the_set, run
+        # bulk_create sends no signals, so auditlog writes no entry per case: the import run is their record.
+        LabelledCase.objects.bulk_create(new, batch_size=IMPORT_BATCH_SIZE)
+    logger.info(
+        "case set import: set=%s run=%s rows=%d imported=%d duplicates=%d rejected=%d seconds=%.1f",
+        the_set.pk, run.pk, rows, run.imported, run.duplicates, run.rejected, time.monotonic() - clock,
+    )
+    return ImportReport(
+        case_set=the_set, import_run=run, rows=rows, imported=run.imported, duplicates=run.duplicates,
+        rejected=run.rejected, errors=errors,
+    )
+
+
+def labelled_cases_rotate_keys(*, batch_size: int = 500) -> int:
+    """Re-encrypt the originals kept for imported labelled cases under the newest key. Returns how many."""
+    rotated = 0
+    pks = list(LabelledCase.objects.exclude(phi_ciphertext="").order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(pks), batch_size):
+        with transaction.atomic():
+            batch = list(LabelledCase.objects.select_for_update().filter(pk__in=pks[start : start + batch_size]))
+            for case in batch:
+                case.phi_ciphertext = rotate_token(case.phi_ciphertext)
+            LabelledCase.objects.bulk_update(batch, ["phi_ciphertext"])  # no value changes: no audit entries
+            rotated += len(batch)
+    return rotated
+
+
+def case_set_export(*, case_set: CaseSet, path, actor=None) -> int:
+    """Write the set's de-identified records, in import order, as the JSONL that training reads; audited.
+
+    Returns how many records were written. The export entry is saved with the file written, or not at all.
+    """
+    if actor is not None and not actor.has_perm("cases.export_caseset"):
+        raise PermissionDenied(_("Only ML admins can export case sets."))
+    path = Path(path)
+    cases = LabelledCase.objects.filter(case_set=case_set).order_by("pk")
+    records = (
+        Record(
+            text=case.text, diagnosis=case.diagnosis, id=case.external_id or f"{case_set.name}-{case.pk}",
+            language=case.language, treatment=case.treatment, prognosis=case.prognosis, rationale=case.rationale,
+            differential=list(case.differential), patient_id=case.patient_pseudonym,
+        )
+        for case in cases.iterator(chunk_size=IMPORT_BATCH_SIZE)
+    )
+    with transaction.atomic():
+        count = write_records(records, path)
+        CaseSetExport.objects.create(
+            case_set=case_set, case_set_name=case_set.name, actor=actor,
+            actor_username=actor.get_username() if actor else "", records=count, path=str(path),
+        )
+    logger.info("case set export: set=%s records=%d", case_set.pk, count)
+    return count

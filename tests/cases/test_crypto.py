@@ -3,8 +3,8 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 
 from cases.crypto import PhiDecryptionError, decrypt_phi, encrypt_phi
-from cases.models import Case
-from cases.services import CaseInput, case_create
+from cases.models import Case, LabelledCase
+from cases.services import CaseInput, case_create, case_set_import
 
 OLD_KEY = Fernet.generate_key().decode()
 NEW_KEY = Fernet.generate_key().decode()
@@ -27,20 +27,27 @@ def test_a_token_is_unreadable_without_its_key(settings):
 
 
 @pytest.mark.django_db
-def test_rotate_keys_re_encrypts_so_the_old_key_can_go(settings, doctor, capsys):
+def test_rotate_keys_re_encrypts_so_the_old_key_can_go(settings, doctor, capsys, tmp_path):
     settings.MEDPORTAL_FERNET_KEYS = [OLD_KEY]
     case = case_create(author=doctor, data=CaseInput(texts={"chief_complaint": "患者王芳，头晕1周。"}))
     before = case.phi_ciphertext
+    imported = tmp_path / "set.jsonl"
+    imported.write_text('{"id": "r1", "text": "患者李娜，咳嗽3天。", "diagnosis": "急性支气管炎"}\n', encoding="utf-8")
+    case_set_import(path=imported, case_set="rotation")
+    labelled_before = LabelledCase.objects.get().phi_ciphertext
 
     settings.MEDPORTAL_FERNET_KEYS = [NEW_KEY, OLD_KEY]
     assert decrypt_phi(before)["replacements"]["[NAME_1]"] == "王芳"  # the old key still decrypts
     call_command("rotate_keys")
-    assert "Re-encrypted 1 case(s)" in capsys.readouterr().out
+    assert "Re-encrypted 1 case(s) and 1 imported labelled case(s)" in capsys.readouterr().out
 
     settings.MEDPORTAL_FERNET_KEYS = [NEW_KEY]
     case.refresh_from_db()
     assert case.phi_ciphertext != before
     assert decrypt_phi(case.phi_ciphertext)["replacements"]["[NAME_1]"] == "王芳"
+    labelled = LabelledCase.objects.get()
+    assert labelled.phi_ciphertext != labelled_before
+    assert decrypt_phi(labelled.phi_ciphertext)["replacements"]["[NAME_1]"] == "李娜"
 
 
 @pytest.mark.django_db
