@@ -824,9 +824,15 @@ _EN_NOT_NAMES_UPPER = {word.upper() for word in _EN_NOT_NAMES} | set(
     "DOB MRN ID SSN ICU ER ED BP HR RR WBC CT MRI ECG EKG USA US UK MD RN NP PA DO PHD CNM CRNA".split()
 )
 _EN_TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof|Rev|Fr)\.?[ \t]+|\b(?:Miss|Doctor|Professor|Pastor|Father)[ \t]+")
+# "Neoplasm Name: Pilocytic Astrocytoma" (MedPix), "Drug name: Warfarin": the name of a thing, not a person.
+_THING_NAMES = (
+    "neoplasm", "tumor", "tumour", "lesion", "disease", "condition", "diagnosis", "syndrome", "organism", "drug",
+    "medication", "product", "brand", "generic", "trade", "chemical", "test", "procedure", "device", "study", "file",
+)
+_NOT_AFTER_THING = "".join(rf"(?<!{word}[ \t])" for word in _THING_NAMES)
 _EN_LABEL = re.compile(
-    r"(?:^|(?<=[\s;,(|]))(?:(?:[\w-]+[ \t]+){0,2}name\b[^:\n]{0,30}|surname|forename|patient|pt|re|next[ \t]+of[ \t]+kin"
-    r"|nok|poa|hcp"
+    rf"(?:^|(?<=[\s;,(|]))(?:(?:[\w-]+[ \t]+){{0,2}}{_NOT_AFTER_THING}name\b[^:\n]{{0,30}}|surname|forename|patient|pt|re"
+    r"|next[ \t]+of[ \t]+kin|nok|poa|hcp"
     rf"|mother|father|parent|(?:[\w-]+[ \t]+){{0,2}}(?:{_EN_PEOPLE}|representative|member|subscriber|insured|beneficiary"
     r"|enrollee|policyholder)s?\b(?:(?:[ \t]+[a-z]+){2,4})?|(?:electronically[ \t]+)?signed(?:[ \t]+by)?"
     r"|(?:dictated|reviewed|transcribed|referred|requested|seen)[ \t]+by)[ \t]*:[ \t]*",
@@ -877,6 +883,7 @@ _EN_INITIALS = re.compile(
 )
 
 
+_LAB_RESULT = re.compile(r"[ \t]*:[ \t]*(?i:negative|positive|not[ \t]+detected|detected|neg\b|pos\b)")
 _EN_GAP = re.compile(r"[ \t]+|,[ \t]+")
 _HAN_NAME_IN_BRACKETS = re.compile(rf"[ \t]*[(（][ \t]*(?P<v>[{HAN}]{{2,4}})[ \t]*[)）]")
 
@@ -947,6 +954,8 @@ def _english_names(text: str) -> list[_Candidate]:
     found += [c for c in _names_after(text, _EN_BY.finditer(text), max_words=3) if " " in text[c[0] : c[1]]]
     found += _names_before_cues(text)
     for match in _EN_INITIALS.finditer(text):
+        if _LAB_RESULT.match(text, match.end()):
+            continue  # "S. Pneumonia: Negative": an organism on a laboratory panel
         if not _is_non_name(match.group().split(".")[-1].strip()):
             found.append((match.start(), match.end(), "NAME", _PRIO_NAME))
     # The name in Chinese characters right after its romanisation: "Wang Fang (王芳)".

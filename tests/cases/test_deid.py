@@ -100,6 +100,13 @@ def test_it_does_not_take_diseases_drugs_months_or_hospitals_for_names():
     assert of_kind(text, "NAME", "en") == []
 
 
+def test_the_name_of_a_tumour_a_drug_or_an_organism_on_a_lab_panel_is_not_a_person():
+    # Seen in MedPix teaching cases (../shared/data/en-dev.jsonl): these erased diagnosis labels.
+    text = ("Neoplasm Name: Pilocytic Astrocytoma\nDrug name: Warfarin\n"
+            "C. Neoformans: Negative\nS. Pneumonia: Negative\nPatient name: John Smith, seen by J. Smith.")
+    assert of_kind(text, "NAME", "en") == ["John Smith", "J. Smith"]
+
+
 # Identity numbers ---------------------------------------------------------------------------------
 
 
