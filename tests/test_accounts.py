@@ -73,7 +73,10 @@ def test_the_four_roles_exist_with_their_permissions():
     doctor_perms = set(Group.objects.get(name=roles.DOCTOR).permissions.values_list("codename", flat=True))
     assert doctor_perms == {"add_case", "view_case", "reveal_phi"}
     auditor_perms = set(Group.objects.get(name=roles.AUDITOR).permissions.values_list("codename", flat=True))
-    assert auditor_perms == {"view_accessevent", "view_logentry"}
+    # Auditors see which case sets were imported and exported, never the cases' text.
+    assert auditor_perms == {"view_accessevent", "view_logentry", "view_caseset", "view_importrun", "view_casesetexport"}
+    ml_admin_perms = set(Group.objects.get(name=roles.ML_ADMIN).permissions.values_list("codename", flat=True))
+    assert {"import_caseset", "export_caseset", "view_labelledcase", "add_trainingrun", "change_trainingrun"} <= ml_admin_perms
 
 
 def test_demo_users_are_created_for_each_role(settings, capsys, client):

@@ -198,6 +198,18 @@ MEDPORTAL_QUANTIZATION = env_str("MEDPORTAL_QUANTIZATION", "none")
 if MEDPORTAL_QUANTIZATION not in {"none", "8bit", "4bit"}:
     raise ImproperlyConfigured(f"MEDPORTAL_QUANTIZATION must be none, 8bit or 4bit, not {MEDPORTAL_QUANTIZATION!r}.")
 
+# Training runs started from the admin (modeling.TrainingRun). The dataset provider is a module with
+# choices() -> [(key, label)] and export(key, directory, *, actor=None) -> (path, description); modeling reaches
+# cases' case sets only through it. Run folders and exported data go under MEDPORTAL_TRAINING_DIR, which the web
+# process and the training workers must share (like the model folders).
+MEDPORTAL_TRAINING_DATASETS = env_str("MEDPORTAL_TRAINING_DATASETS", "cases.training_data")
+MEDPORTAL_TRAINING_DIR = Path(env_str("MEDPORTAL_TRAINING_DIR", str(DATA_DIR / "training"))).resolve()
+# A running run's worker touches heartbeat_at this often; a run silent for STALE seconds has lost its worker.
+MEDPORTAL_TRAINING_HEARTBEAT_SECONDS = env_int("MEDPORTAL_TRAINING_HEARTBEAT_SECONDS", 10, minimum=1)
+MEDPORTAL_TRAINING_STALE_SECONDS = env_int("MEDPORTAL_TRAINING_STALE_SECONDS", 120, minimum=2)
+if MEDPORTAL_TRAINING_STALE_SECONDS <= 2 * MEDPORTAL_TRAINING_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("MEDPORTAL_TRAINING_STALE_SECONDS must be more than twice MEDPORTAL_TRAINING_HEARTBEAT_SECONDS.")
+
 # Keys for the original PHI (Fernet, newest first) and for keyed pseudonyms (HMAC).
 # Each settings module fills these in; production demands them from the environment.
 MEDPORTAL_FERNET_KEYS: list[str] = []

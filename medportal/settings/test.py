@@ -11,6 +11,7 @@ SECRET_KEY = "test-only-secret-key-not-for-any-deployment-0123456789"
 # Everything the app writes during tests goes here; the PHI canary test scans it.
 DATA_DIR = Path(tempfile.mkdtemp(prefix="medportal-test-"))
 LOG_DIR = DATA_DIR / "log"
+MEDPORTAL_TRAINING_DIR = DATA_DIR / "training"
 LOGGING = log_to_file(LOGGING, LOG_DIR)
 STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir()

@@ -1,0 +1,378 @@
+"""Training runs in the product: queued by an ML admin, trained by a real Celery worker on the training queue, on the
+tiny model; cancel, resume, failure, a killed worker, and the audit trail."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+from auditlog.models import LogEntry
+from django.apps import apps as django_apps
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from modeling.models import ModelVersion, TrainingRun
+from modeling.runtime import EngineConfig, HFEngine
+from modeling.selectors import model_version_active, training_run_queue_position
+from modeling.services import (
+    model_version_register,
+    training_run_cancel,
+    training_run_create,
+    training_run_execute,
+    training_run_resume,
+    training_runs_fail_orphaned,
+)
+
+LABELS = ["心绞痛", "支气管炎", "流感", "angina", "bronchitis", "influenza"]
+# A few seconds of training on the tiny model: a log line every step, an evaluation and a checkpoint every 3.
+FAST = {"max_steps": 6, "batch_size": 8, "max_length": 256, "learning_rate": 5e-3, "eval_steps": 3, "save_steps": 3,
+        "logging_steps": 1, "lora_dropout": 0.0}
+PROMPT = "主诉：胸痛2小时。诊断："
+
+
+# The fixtures below are shared with the admin and browser tests, which import them (named so that their parameters
+# do not shadow the imports).
+
+
+@pytest.fixture(name="ml_admin")
+def ml_admin_fixture(ml_admin):
+    # conftest.make_user re-creates the roles after a transactional test's flush with the grants of earlier
+    # migrations; add the training-run (and case-set export) permissions the same way.
+    import_module("modeling.migrations.0003_trainingrun").grant(django_apps, None)
+    import_module("cases.migrations.0004_case_sets").grant(django_apps, None)
+    return ml_admin
+
+
+@pytest.fixture(name="training_dir", autouse=True)
+def training_dir_fixture(settings, tmp_path) -> Path:
+    settings.MEDPORTAL_TRAINING_DIR = tmp_path / "training"
+    return settings.MEDPORTAL_TRAINING_DIR
+
+
+@pytest.fixture(name="training_worker")
+def training_worker_fixture():
+    """A real Celery worker (in a thread) consuming the training queue, one task at a time like production's."""
+    from celery.contrib.testing.worker import start_worker
+
+    from medportal.celery import app
+
+    app.control.purge()  # messages a previous run left on the test broker
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["training"], shutdown_timeout=60) as worker:
+        yield worker
+
+
+@pytest.fixture(name="base_version")
+def base_version_fixture(tiny_model_dir) -> ModelVersion:
+    return model_version_register(name="tiny", base_model=str(tiny_model_dir), label_set=LABELS, activate=True)
+
+
+def wait_until(run: TrainingRun, condition, seconds: float = 90) -> TrainingRun:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if condition(run):
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run.pk} is {run.status} at step {run.step}/{run.total_steps} after {seconds} s:\n{run.log_tail}")
+
+
+def finished(run: TrainingRun, seconds: float = 90) -> TrainingRun:
+    return wait_until(run, lambda r: not r.is_active, seconds)
+
+
+def start(base_version, train_file, user, **overrides) -> TrainingRun:
+    values = dict(kind=TrainingRun.Kind.SFT, dataset="tiny cases", train_file=train_file, base_version=base_version,
+                  parameters=FAST, started_by=user)
+    return training_run_create(**{**values, **overrides})
+
+
+def audit(run: TrainingRun) -> list[tuple[str, str, dict]]:
+    """(actor, action, changes) of the run's audit entries, oldest first."""
+    entries = LogEntry.objects.get_for_object(run).order_by("timestamp", "pk")
+    return [(entry.actor.username if entry.actor else "", entry.get_action_display(), entry.changes_dict) for entry in entries]
+
+
+# ---------------------------------------------------------------------------------------------------- through the worker
+
+pytestmark_worker = pytest.mark.django_db(transaction=True)
+
+
+@pytestmark_worker
+def test_a_run_on_the_worker_registers_a_candidate_version_whose_adapter_loads(
+    ml_admin, base_version, training_jsonl, training_worker
+):
+    run = finished(start(base_version, training_jsonl, ml_admin))
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert (run.step, run.total_steps, run.progress) == (6, 6, 100)
+    assert [step for step, _loss in run.loss_series] == [1, 2, 3, 4, 5, 6]
+    assert [step for step, _loss in run.eval_series] == [3, 6]
+    assert "finished at step 6/6" in run.log_tail
+    assert run.started_at <= run.finished_at and run.heartbeat_at
+    assert Path(run.last_checkpoint).name == "checkpoint-6"
+
+    version = run.result_version
+    assert version.name == f"tiny-sft-{run.pk}"
+    assert version.status == ModelVersion.Status.CANDIDATE and model_version_active() == base_version
+    assert (version.base_model, version.label_set, version.created_by) == (base_version.base_model, LABELS, ml_admin)
+    assert version.metrics["best_eval_loss"] == pytest.approx(min(loss for _step, loss in run.eval_series), abs=1e-5)
+    assert version.metrics["training_run"] == run.pk
+
+    base = HFEngine.load(EngineConfig(base_model=base_version.base_model)).score_candidates(PROMPT, LABELS)
+    adapted = HFEngine.load(EngineConfig(base_model=version.base_model, adapter=version.adapter))
+    assert adapted.info.adapter == version.adapter
+    assert adapted.score_candidates(PROMPT, LABELS) != pytest.approx(base, abs=1e-7)  # the trained adapter is applied
+
+    trail = audit(run)
+    assert trail[0][:2] == ("ml_admin", "create")
+    assert trail[-1][0] == ""  # the worker's writes carry no user
+    assert trail[-1][2]["status"] == ["running", "succeeded"]
+    assert trail[-1][2]["result_version"][1] == str(version.pk)
+
+
+@pytestmark_worker
+def test_runs_wait_in_line_and_a_queued_run_is_cancelled_at_once(ml_admin, base_version, training_jsonl):
+    first = start(base_version, training_jsonl, ml_admin)
+    second = start(base_version, training_jsonl, ml_admin)
+    assert [training_run_queue_position(first), training_run_queue_position(second)] == [1, 2]
+
+    training_run_cancel(run=first, actor=ml_admin)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == TrainingRun.Status.CANCELLED and first.finished_at
+    assert training_run_queue_position(second) == 1
+
+    from celery.contrib.testing.worker import start_worker
+
+    from medportal.celery import app
+
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["training"], shutdown_timeout=60):
+        assert finished(second).status == TrainingRun.Status.SUCCEEDED
+    first.refresh_from_db()
+    assert first.status == TrainingRun.Status.CANCELLED and first.started_at is None  # its task found it cancelled
+    assert audit(first)[-1][:2] == ("ml_admin", "update")
+    assert audit(first)[-1][2]["status"] == ["queued", "cancelled"]
+    with pytest.raises(ValidationError, match="already finished"):
+        training_run_cancel(run=second, actor=ml_admin)
+
+
+@pytestmark_worker
+def test_a_cancelled_run_stops_at_a_checkpoint_and_resumes_to_its_last_step(
+    client, ml_admin, base_version, training_jsonl, training_worker
+):
+    # Long enough (a few seconds) that the cancel lands mid-run; the worker checks for it before every step.
+    parameters = {**FAST, "max_steps": 80, "eval_steps": 40, "save_steps": 1000}
+    run = start(base_version, training_jsonl, ml_admin, parameters=parameters)
+    client.force_login(ml_admin)
+    wait_until(run, lambda r: r.step >= 1)
+    client.post(reverse("admin:modeling_trainingrun_cancel", args=[run.pk]))  # the run page's Cancel button
+    run = finished(run)
+
+    assert run.status == TrainingRun.Status.CANCELLED, run.error
+    stopped_at = run.step
+    assert 0 < stopped_at < 80
+    assert Path(run.last_checkpoint).name == f"checkpoint-{stopped_at}" and Path(run.last_checkpoint).is_dir()
+    assert f"stopped at step {stopped_at}/80" in run.log_tail
+    assert run.result_version is None
+    page = client.get(reverse("admin:modeling_trainingrun_change", args=[run.pk])).content.decode()
+    assert "Resume from the last checkpoint" in page and f"checkpoint-{stopped_at}" in page
+
+    client.post(reverse("admin:modeling_trainingrun_resume", args=[run.pk]))
+    run = finished(run)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.step == run.total_steps == 80
+    steps = [step for step, _loss in run.loss_series]
+    assert steps == list(range(1, 81))  # continued after the checkpoint: no step trained twice, none skipped
+    assert run.result_version.status == ModelVersion.Status.CANDIDATE
+
+    actions = [(actor, changes.get("status") or changes.get("cancel_requested")) for actor, _action, changes in audit(run)]
+    assert ("ml_admin", ["False", "True"]) in actions  # the cancel request
+    assert ("ml_admin", ["cancelled", "queued"]) in actions  # the resume
+    assert ("", ["running", "succeeded"]) in actions
+
+
+@pytestmark_worker
+def test_a_run_whose_training_file_vanished_fails_with_the_reason_and_log(ml_admin, base_version, training_jsonl, tmp_path):
+    run = start(base_version, training_jsonl, ml_admin)
+    training_jsonl.unlink()  # e.g. cleaned up before the worker got to it
+
+    from celery.contrib.testing.worker import start_worker
+
+    from medportal.celery import app
+
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["training"], shutdown_timeout=60):
+        run = finished(run)
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error == f"training file not found: {training_jsonl}"
+    assert run.error in run.log_tail.splitlines()[-1]
+    assert run.result_version is None and run.finished_at
+    assert not run.can_resume  # nothing was saved to resume from
+    with pytest.raises(ValidationError, match="saved checkpoint"):
+        training_run_resume(run=run, actor=ml_admin)
+
+
+@pytestmark_worker
+@pytest.mark.parametrize("kind", [TrainingRun.Kind.CONTINUAL, TrainingRun.Kind.DISTILL])
+def test_continual_and_distillation_runs_train_from_the_versions_they_name(
+    kind, ml_admin, tiny_model_dir, lora_adapter_dir, training_jsonl, training_worker
+):
+    adapted = model_version_register(name="tiny-lora", base_model=str(tiny_model_dir), adapter=str(lora_adapter_dir),
+                                     label_set=LABELS)
+    plain = model_version_register(name="tiny", base_model=str(tiny_model_dir), label_set=LABELS)
+    if kind == TrainingRun.Kind.CONTINUAL:
+        run = start(adapted, training_jsonl, ml_admin, kind=kind)
+    else:
+        run = start(plain, training_jsonl, ml_admin, kind=kind, teacher_version=adapted,
+                    parameters={**FAST, "distill_alpha": 0.7, "distill_temperature": 2.0})
+    run = finished(run)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.result_version.name == f"{run.base_version.name}-{kind}-{run.pk}"
+    if kind == TrainingRun.Kind.CONTINUAL:
+        # The base version's adapter (r=4) was continued, not replaced by a new r=16 one.
+        assert '"r": 4' in (Path(run.result_version.adapter) / "adapter_config.json").read_text()
+    else:
+        assert run.parameters["distill_alpha"] == 0.7
+
+
+# ---------------------------------------------------------------------------------------------------- a killed worker
+
+
+def spawn_worker(node: str, training_dir: Path) -> subprocess.Popen:
+    """A training worker in its own process (as production runs it), on the test database and broker."""
+    s = connection.settings_dict
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "medportal.settings.test", "MEDPORTAL_TRAINING_DIR": str(training_dir),
+           "DATABASE_URL": f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}",
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "medportal", "worker", "-Q", "training", "--pool=solo", "-n", node,
+         "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+# Stopped soon after its first checkpoint (step 5), well before its last step.
+LONGER = {**FAST, "max_steps": 60, "eval_steps": 30, "save_steps": 5}
+
+
+@pytestmark_worker
+def test_a_killed_workers_run_is_marked_failed_when_the_worker_restarts_and_resumes(
+    ml_admin, base_version, training_jsonl, training_dir
+):
+    run = start(base_version, training_jsonl, ml_admin, parameters=LONGER)
+    node = "training@killed-in-test"
+    worker = spawn_worker(node, training_dir)
+    try:
+        run = wait_until(run, lambda r: r.last_checkpoint != "", seconds=120)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)  # no warm shutdown, no checkpoint: as the kernel's OOM killer would
+        worker.wait()
+    assert run.status == TrainingRun.Status.RUNNING and run.worker == node
+
+    from celery.contrib.testing.worker import start_worker
+
+    from medportal.celery import app
+
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=["training"], shutdown_timeout=60, hostname=node):
+        run.refresh_from_db()
+        assert run.status == TrainingRun.Status.FAILED  # the restarted node knows its run died with it
+        assert "The worker stopped during the run" in run.error and run.error in run.log_tail
+        checkpoint = Path(run.last_checkpoint)
+        assert checkpoint.is_dir() and checkpoint.name.startswith("checkpoint-")
+
+        training_run_resume(run=run, actor=ml_admin)
+        run = finished(run)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.step == 60
+    assert [step for step, _loss in run.loss_series] == list(range(1, 61))  # continued after the checkpoint, no step twice
+
+
+@pytestmark_worker
+def test_a_worker_shut_down_mid_run_saves_a_checkpoint_and_leaves_the_run_resumable(
+    ml_admin, base_version, training_jsonl, training_dir
+):
+    run = start(base_version, training_jsonl, ml_admin, parameters=LONGER)
+    worker = spawn_worker("training@stopped-in-test", training_dir)
+    try:
+        wait_until(run, lambda r: r.step >= 1, seconds=120)
+        os.killpg(worker.pid, signal.SIGTERM)  # a deploy or systemd stop: Celery's warm shutdown
+        assert worker.wait(timeout=30) == 0  # without waiting for the run's remaining steps
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error.startswith(f"The worker stopped during the run (at step {run.step} of 60)")
+    assert run.error in run.log_tail
+    assert 0 < run.step < 60 and Path(run.last_checkpoint).name == f"checkpoint-{run.step}"
+    assert run.can_resume
+
+
+@pytestmark_worker
+def test_a_redelivered_task_leaves_a_live_workers_run_alone_and_fails_a_silent_one(ml_admin, base_version, training_jsonl):
+    run = start(base_version, training_jsonl, ml_admin)
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.RUNNING, worker="training@a",
+                                                 worker_pid=os.getpid(), started_at=timezone.now(),
+                                                 heartbeat_at=timezone.now(), step=2)
+
+    training_run_execute(run_id=run.pk, worker="training@b")  # acks_late delivered it again, to another node
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.RUNNING and run.step == 2  # training@a is alive: not trained twice
+    assert training_runs_fail_orphaned(worker="training@b") == 0  # another node starting
+    assert training_runs_fail_orphaned(worker="training@a") == 0  # training@a's own (live) process
+
+    silent = timezone.now() - timedelta(minutes=10)
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=silent)
+    training_run_execute(run_id=run.pk, worker="training@b")
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error.startswith("The worker stopped during the run (at step 2")
+
+
+# ---------------------------------------------------------------------------------------------------- checks before queueing
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"parameters": {**FAST, "learning_rate": 5}}, "learning_rate", "between 0 and 1"),
+        ({"parameters": {**FAST, "batch_size": 0}}, "batch_size", "at least 1"),
+        ({"parameters": {**FAST, "max_steps": 2.5}}, "max_steps", "whole number"),
+        ({"parameters": {**FAST, "quantization": "3bit"}}, "quantization", "none, 8bit or 4bit"),
+        ({"parameters": {**FAST, "warmup": 3}}, "__all__", "Unknown training parameters: warmup"),
+        ({"kind": TrainingRun.Kind.DISTILL}, "teacher_version", "needs a teacher"),
+        ({"kind": TrainingRun.Kind.CONTINUAL}, "base_version", "tiny has none"),
+        ({"train_file": "/nonexistent/cases.jsonl"}, "train_file", "does not exist"),
+    ],
+)
+def test_a_bad_request_is_refused_with_the_reason_and_queues_nothing(
+    overrides, field, message, ml_admin, base_version, training_jsonl, django_capture_on_commit_callbacks
+):
+    overrides = dict(overrides)
+    train_file = overrides.pop("train_file", training_jsonl)
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(ValidationError) as refused:
+        start(base_version, train_file, ml_admin, **overrides)
+    assert message in " ".join(refused.value.message_dict[field])
+    assert not TrainingRun.objects.exists() and not callbacks
+
+
+@pytest.mark.django_db
+def test_only_ml_admins_start_cancel_or_resume_runs(ml_admin, doctor, auditor, base_version, training_jsonl):
+    for outsider in (doctor, auditor):
+        with pytest.raises(PermissionDenied):
+            start(base_version, training_jsonl, outsider)
+    run = start(base_version, training_jsonl, ml_admin)
+    with pytest.raises(PermissionDenied):
+        training_run_cancel(run=run, actor=auditor)
+    with pytest.raises(PermissionDenied):
+        training_run_resume(run=run, actor=doctor)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.QUEUED
