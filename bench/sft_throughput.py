@@ -35,7 +35,7 @@ from modeling.dataprep import record_pair  # noqa: E402
 from modeling.records import read_records  # noqa: E402
 from modeling.training import answer_logits, collate_weighted, encode_training_examples, weighted_cross_entropy  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("MEDPORTAL_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 CHUNKS = 6
 
 

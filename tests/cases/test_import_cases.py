@@ -15,6 +15,7 @@ from cases.crypto import decrypt_phi
 from cases.models import CaseSet, ImportRun, LabelledCase
 from cases.services import CaseSetImportError, case_set_import, labelled_cases_rotate_keys
 from tests.cases.phi_examples import ZH_ID, ZH_NAME, ZH_PHONE
+from tests.shared_data import SHARED_DATA
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +27,6 @@ def english():
         yield
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 PHI_ROW = {
     "id": "cardio-001",

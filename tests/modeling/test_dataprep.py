@@ -5,7 +5,6 @@ import logging
 import random
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +23,9 @@ from modeling.dataprep import (
 )
 from modeling.prompts import detect_language
 from modeling.records import FileFormatError, Record, read_records
+from tests.shared_data import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHARED_DATA
 ZH_PUNCTUATION = "，。：；（）？！、"
 
 

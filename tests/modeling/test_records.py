@@ -1,12 +1,10 @@
 """Case record files (JSONL, CSV): what reads, what is a bad row, what is a bad file."""
 
-from pathlib import Path
 
 import pytest
 
 from modeling.records import FileFormatError, Record, RowError, read_records, read_rows, record_from_row, write_records
-
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.shared_data import SHARED_DATA
 
 
 def rows(path) -> list:

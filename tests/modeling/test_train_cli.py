@@ -10,8 +10,8 @@ import pytest
 
 from modeling.runtime import EngineConfig, HFEngine
 from modeling.train import build_parser, main
+from tests.shared_data import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[2]
 
 
