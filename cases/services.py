@@ -6,6 +6,7 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from auditlog.context import set_actor
@@ -153,12 +154,19 @@ def analysis_request(
     return analysis
 
 
-def _claim_batch(analysis_id: int) -> list[Analysis]:
-    """Mark this analysis and other queued ones of the same version and settings as running."""
+def _claim_batch(analysis_id: int, *, reclaim: bool = False) -> list[Analysis]:
+    """Mark this analysis and other queued ones of the same version and settings as running.
+
+    A `running` analysis is claimed again when the earlier attempt of its task is known to be over (``reclaim``: the
+    task is being retried) or has been silent for MEDPORTAL_ANALYSIS_STALE_SECONDS (its worker died and the broker
+    redelivered the task); otherwise it would stay "running" on the doctor's page for ever.
+    """
     with transaction.atomic():
         first = Analysis.objects.select_for_update().select_related("case", "model_version").get(pk=analysis_id)
-        if first.status != Analysis.Status.QUEUED:
-            return []  # done, failed or taken by a batch already: acks_late may deliver a task twice
+        stale_before = timezone.now() - timedelta(seconds=settings.MEDPORTAL_ANALYSIS_STALE_SECONDS)
+        abandoned = first.status == Analysis.Status.RUNNING and (reclaim or (first.started_at or stale_before) <= stale_before)
+        if first.status != Analysis.Status.QUEUED and not abandoned:
+            return []  # done, failed, or running in a live batch: acks_late may deliver a task twice
         companions = (
             Analysis.objects.select_for_update(skip_locked=True)
             .select_related("case", "model_version")
@@ -185,9 +193,9 @@ def _ranked_differential(engine, prompt: str, labels: list[str], language: str) 
     return [{"name": name, "probability": round(float(p), 4)} for name, p in ranked]
 
 
-def analysis_run(*, analysis_id: int) -> None:
-    """Run the model on a queued analysis (and on others queued with it). Idempotent."""
-    batch = _claim_batch(analysis_id)
+def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
+    """Run the model on a queued analysis (and on others queued with it). Idempotent; see _claim_batch for ``reclaim``."""
+    batch = _claim_batch(analysis_id, reclaim=reclaim)
     if not batch:
         return
     version = batch[0].model_version

@@ -135,6 +135,8 @@ MEDPORTAL_MAX_FIELD_CHARS = 20_000
 MEDPORTAL_MAX_FREE_TEXT_CHARS = 60_000
 # POST /api/v1/analyze/ with wait=true waits this long for the answer, then answers 202.
 MEDPORTAL_ANALYZE_WAIT_SECONDS = env_int("MEDPORTAL_ANALYZE_WAIT_SECONDS", 30, minimum=0)
+# An analysis "running" longer than this lost its worker; the task's redelivery runs it again.
+MEDPORTAL_ANALYSIS_STALE_SECONDS = env_int("MEDPORTAL_ANALYSIS_STALE_SECONDS", 600, minimum=30)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from cases.models import Analysis, Case
+from modeling.models import ModelVersion
 from modeling.services import model_version_register
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,6 +83,43 @@ def test_a_done_analysis_is_not_redone(doctor, active_version, worker):
     analysis_run(analysis_id=analysis.pk)
     analysis.refresh_from_db()
     assert analysis.finished_at == finished_at
+
+
+def running_analysis(doctor, *, started_minutes_ago: float) -> Analysis:
+    """An analysis that a worker marked running and then (perhaps) died on."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cases.services import CaseInput, case_create
+
+    case = case_create(author=doctor, data=CaseInput(texts={"chief_complaint": "咳嗽3天"}))
+    analysis = Analysis.objects.create(case=case, model_version=ModelVersion.objects.get(status="active"), requested_by=doctor,
+                                       max_new_tokens=64, status=Analysis.Status.RUNNING,
+                                       started_at=timezone.now() - timedelta(minutes=started_minutes_ago))
+    return analysis
+
+
+def test_an_analysis_whose_worker_died_is_run_again_when_its_task_comes_back(doctor, active_version):
+    from cases.services import analysis_run
+
+    abandoned = running_analysis(doctor, started_minutes_ago=20)  # longer than MEDPORTAL_ANALYSIS_STALE_SECONDS
+    analysis_run(analysis_id=abandoned.pk)  # the broker redelivers an unacknowledged task to a new worker
+    abandoned.refresh_from_db()
+    assert abandoned.status == Analysis.Status.DONE and abandoned.diagnosis
+
+
+def test_a_running_analysis_is_left_to_its_worker_unless_the_task_is_a_retry(doctor, active_version):
+    from cases.services import analysis_run
+
+    live = running_analysis(doctor, started_minutes_ago=0)
+    analysis_run(analysis_id=live.pk)  # a duplicate delivery while the first attempt is still working
+    live.refresh_from_db()
+    assert live.status == Analysis.Status.RUNNING
+
+    analysis_run(analysis_id=live.pk, reclaim=True)  # the task's own retry: the first attempt is over
+    live.refresh_from_db()
+    assert live.status == Analysis.Status.DONE
 
 
 def test_a_doctor_reruns_a_case_with_another_version(client, doctor, active_version, worker, tiny_model_dir):
