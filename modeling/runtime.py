@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = {
@@ -223,6 +224,8 @@ def load_model_and_tokenizer(
     """
     if config.quantization not in QUANTIZATIONS:
         raise ModelLoadError(f"unknown quantisation {config.quantization!r}: use one of {', '.join(QUANTIZATIONS)}")
+    # Per-shard "Loading weights" bars fill worker logs with carriage returns; the caller reports progress itself.
+    transformers_logging.disable_progress_bar()
     source = _model_source(config.base_model)
     device = _device(config.device)
     if config.quantization == "4bit" and device.type != "cuda":

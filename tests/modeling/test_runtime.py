@@ -203,3 +203,9 @@ def test_get_engine_loads_once_per_config(tiny_model_dir, lora_adapter_dir):
         assert get_engine(config) is not first
     finally:
         release_engine()
+
+
+def test_loading_writes_no_progress_bars_into_worker_logs(tiny_model_dir, capfd):
+    capfd.readouterr()
+    HFEngine.load(EngineConfig(base_model=str(tiny_model_dir)))
+    assert "Loading weights" not in capfd.readouterr().err
