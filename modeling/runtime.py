@@ -19,6 +19,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
+from modeling.prompts import END_MARKER
+
 QUANTIZATIONS = ("none", "8bit", "4bit")
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -56,6 +58,9 @@ class GenerationParams:
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
+    # Generation ends at the first of these strings (kept in the text) or at the end-of-sequence token. A checkpoint
+    # that does not emit EOS after the answer format's closing line would otherwise run on to max_new_tokens.
+    stop: tuple[str, ...] = (END_MARKER,)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -177,10 +182,13 @@ class HFEngine:
             sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
         else:
             sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if params.stop:
+            sampling |= {"stop_strings": list(params.stop), "tokenizer": self.tokenizer}
         with torch.inference_mode():
             output = self.model.generate(**inputs, max_new_tokens=params.max_new_tokens, **sampling)
         new = output[:, inputs["input_ids"].shape[1]:].tolist()
-        stops = set(_as_list(self.model.generation_config.eos_token_id))
+        # A sequence that stopped early (EOS, or a stop string) is padded to the batch's length.
+        stops = {*_as_list(self.model.generation_config.eos_token_id), self.tokenizer.pad_token_id}
         generations = []
         for prompt, tokens in zip(batch, new, strict=True):
             end = next((j for j, token in enumerate(tokens) if token in stops), len(tokens))

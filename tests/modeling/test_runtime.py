@@ -209,3 +209,43 @@ def test_loading_writes_no_progress_bars_into_worker_logs(tiny_model_dir, capfd)
     capfd.readouterr()
     HFEngine.load(EngineConfig(base_model=str(tiny_model_dir)))
     assert "Loading weights" not in capfd.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def chatty_model_dir(tmp_path_factory):
+    """A tiny model that writes the answer's closing line and then keeps talking, never emitting EOS (as some
+    instruction-tuned checkpoints do with a format they were not trained on)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    lines = [f"{line}\n### END\nAnd then some more words about it" for line in clinical_lines(200)]
+    tokenizer = train_tokenizer(lines, vocab_size=1200)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                         vocab_size=len(tokenizer), max_position_embeddings=256,
+                                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                         pad_token_id=tokenizer.pad_token_id))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(120):
+        batch = tokenizer(lines[step % 6 * 32:][:32], padding=True, padding_side="right", return_tensors="pt")
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    path = tmp_path_factory.mktemp("chatty")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_generation_stops_at_the_answers_closing_line(chatty_model_dir):
+    engine = HFEngine.load(EngineConfig(str(chatty_model_dir)))
+    prompts = ["Complaint: cough for 12 hours. Diagnosis: bronchitis.\n", "主诉：头痛3小时。诊断：偏头痛。\n"]
+
+    unstopped = engine.generate(prompts, GenerationParams(max_new_tokens=40, stop=()))
+    stopped = engine.generate(prompts, GenerationParams(max_new_tokens=40))
+
+    for before, after in zip(unstopped, stopped, strict=True):
+        assert "### END\nAnd then" in before.text and before.new_tokens == 40  # runs on to the limit without a stop
+        assert after.text.rstrip().endswith("### END")
+        assert after.new_tokens < before.new_tokens
+        assert before.text.startswith(after.text.rstrip())
