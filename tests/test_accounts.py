@@ -54,6 +54,33 @@ def test_sessions_expire_after_the_idle_timeout(client, doctor, settings):
     assert response.status_code == 302 and reverse("login") in response["Location"]
 
 
+def test_a_pages_background_refresh_does_not_keep_an_idle_session_alive(client, doctor):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    log_in(client, doctor.username, PASSWORD)
+    stored = Session.objects.filter(session_key=client.session.session_key)
+    stored.update(expire_date=timezone.now() + timedelta(minutes=1))  # a minute of idle time left
+
+    # The case page polls while an analysis runs; an open screen must still log out when nobody uses it.
+    client.get(reverse("cases:list"), headers={"HX-Request": "true", "X-MedPortal-Refresh": "1"})
+    assert stored.get().expire_date <= timezone.now() + timedelta(minutes=1)
+
+    client.get(reverse("cases:list"))  # the doctor clicks: that is activity
+    assert stored.get().expire_date > timezone.now() + timedelta(minutes=29)
+
+
+def test_a_refresh_after_the_session_ended_sends_the_whole_page_to_log_in(client, doctor):
+    log_in(client, doctor.username, PASSWORD)
+    session = client.session
+    session.set_expiry(-1)
+    session.save()
+    response = client.get(reverse("cases:list"), headers={"HX-Request": "true", "X-MedPortal-Refresh": "1"})
+    assert response.status_code == 200 and response["HX-Redirect"].startswith(reverse("login"))
+
+
 def test_logging_out_needs_a_post_and_ends_the_session(client, doctor):
     client.force_login(doctor)
     client.post(reverse("logout"))

@@ -37,7 +37,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "medportal.middleware.RequestSizeLimitMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "medportal.middleware.IdleSessionMiddleware",  # Django's, but background refreshes are not activity
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
