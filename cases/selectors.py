@@ -6,7 +6,8 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
-from cases.models import AccessEvent, Analysis, Case
+from cases.models import AccessEvent, Analysis, Case, CaseSet, CaseSetExport, ImportRun
+from modeling.models import ModelVersion, TrainingRun
 
 
 def case_list(*, user, query: str = "") -> QuerySet[Case]:
@@ -47,11 +48,22 @@ def access_event_list(*, user, action: str = "", username: str = "") -> QuerySet
     return events
 
 
-def case_change_list(*, user) -> QuerySet[LogEntry]:
-    """django-auditlog's change history of cases (PHI fields masked there)."""
+def record_change_list(*, user) -> QuerySet[LogEntry]:
+    """django-auditlog's change history of what the trail covers: cases (PHI fields masked there), case sets and their
+    imports, model versions (registration, promotion) and training runs (start, cancel, resume, result)."""
     if not user.has_perm("auditlog.view_logentry"):
         raise PermissionDenied
-    return LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(Case)).select_related("actor")
+    models = (Case, CaseSet, ImportRun, ModelVersion, TrainingRun)
+    types = ContentType.objects.get_for_models(*models).values()
+    return LogEntry.objects.filter(content_type__in=types).select_related("actor", "content_type")
+
+
+def case_set_export_list(*, user, username: str = "") -> QuerySet[CaseSetExport]:
+    """Exports of case sets' de-identified records (for training), newest first."""
+    if not user.has_perm("cases.view_casesetexport"):
+        raise PermissionDenied
+    exports = CaseSetExport.objects.all()
+    return exports.filter(actor_username=username) if username else exports
 
 
 def analysis_get(*, user, pk: int) -> Analysis:

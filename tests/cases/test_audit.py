@@ -66,7 +66,7 @@ def test_the_auditor_sees_the_trail_without_phi(client, doctor, auditor, case):
     assert doctor.username in page
     assert ZH_NAME not in page and ZH_ID not in page
     filtered = client.get(reverse("audit:log"), {"action": "phi_reveal"}).content.decode()
-    assert "Viewed a case" not in filtered.split("Changes to cases")[0].split("</select>")[1]
+    assert "Viewed a case" not in filtered.split("Case set exports")[0].split("</select>")[1]
 
 
 def test_the_auditor_reads_access_entries_in_the_admin_without_phi(client, auditor, case):
@@ -76,3 +76,24 @@ def test_the_auditor_reads_access_entries_in_the_admin_without_phi(client, audit
     assert "dr_owner" in page
     assert ZH_NAME not in page
     assert client.get(reverse("admin:auditlog_logentry_changelist")).status_code == 200
+
+
+def test_the_auditor_sees_exports_training_runs_and_promotions_in_one_trail(client, auditor, ml_admin, tmp_path,
+                                                                            tiny_model_dir, training_jsonl):
+    from cases.services import case_set_export, case_set_import
+    from modeling.services import model_version_activate, model_version_register, training_run_create
+
+    case_set = case_set_import(path=training_jsonl, case_set="ward-3", actor=ml_admin).case_set
+    case_set_export(case_set=case_set, path=tmp_path / "ward-3.jsonl", actor=ml_admin)
+    version = model_version_register(name="tiny-v2", base_model=str(tiny_model_dir), created_by=ml_admin)
+    model_version_activate(version=version, actor=ml_admin)
+    training_run_create(kind="sft", dataset="ward-3", train_file=str(tmp_path / "ward-3.jsonl"), base_version=version,
+                        parameters={"max_steps": 2}, started_by=ml_admin)  # queued: no worker in this test
+
+    client.force_login(auditor)
+    page = client.get(reverse("audit:log")).content.decode()
+    exports = page.split('data-testid="case-set-exports"')[1].split("</table>")[0]
+    assert "ward-3" in exports and ml_admin.username in exports and ">80<" in exports
+    changes = page.split('data-testid="case-changes"')[1].split("</table>")[0]
+    assert "Model version" in changes and "tiny-v2" in changes and "Training run" in changes and "Case set" in changes
+    assert "Complaint:" not in page and "主诉" not in page  # the exported cases' text is not on the auditor's page
