@@ -6,6 +6,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from cases import roles
+from cases.models import CaseSet
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -112,6 +113,10 @@ def test_demo_users_are_created_for_each_role(settings, capsys, client):
     output = capsys.readouterr().out
     for username in ("doctor", "reviewer", "mladmin", "auditor"):
         assert username in output
+    # An ML admin finds a case set to fine-tune on, once however often the demo is set up.
+    call_command("seed_demo")
+    demo_set = CaseSet.objects.get(name="demo-synthetic")
+    assert demo_set.cases.count() == 240 and {"zh", "en"} == set(demo_set.cases.values_list("language", flat=True))
     assert log_in(client, "doctor", "medportal-demo").status_code == 302
 
 
