@@ -194,6 +194,9 @@ def training_run_create(
             kind=kind, dataset=dataset, train_file=str(train_file), val_file=str(val_file or ""), base_version=base_version,
             teacher_version=teacher_version, parameters=cleaned, started_by=started_by,
         )
+        # Known from the start, so the run's page can say where checkpoints will be (set without a second audit entry).
+        run.output_dir = str(Path(settings.MEDPORTAL_TRAINING_DIR) / f"run-{run.pk}")
+        TrainingRun.objects.filter(pk=run.pk).update(output_dir=run.output_dir)
         transaction.on_commit(lambda: run_training.delay(run.pk))
     return run
 
@@ -428,8 +431,8 @@ def _training_run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
             run.loss_series = [point for point in run.loss_series if point[0] <= resume_step]
             run.eval_series = [point for point in run.eval_series if point[0] <= resume_step]
             run.step = resume_step
-        message = (_("Resuming from %(checkpoint)s.") % {"checkpoint": run.resume_from} if run.resume_from
-                   else _("Started on %(worker)s.") % {"worker": worker or "?"})
+        # In English, like the training core's own log lines around it (the worker's language is nobody's choice).
+        message = f"Resuming from {run.resume_from}." if run.resume_from else f"Started on {worker or '?'}."
         run.log_tail = _tail([*run.log_tail.splitlines(), _log_line(message)])
         run.save()
     return run

@@ -113,6 +113,7 @@ def test_a_queued_run_shows_its_place_in_line_polls_and_is_cancelled_from_its_pa
     client.force_login(ml_admin)
     page = run_page(client, second)
     assert "#2 in line" in page
+    assert f"run-{second.pk}</" in page  # where its checkpoints will be, before it starts
     assert f'hx-get="{reverse("admin:modeling_trainingrun_progress", args=[second.pk])}"' in page
     assert 'hx-trigger="every 2s"' in page and "Cancel the run" in page
 
