@@ -20,10 +20,12 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	$(PY) manage.py bootstrap_model
-	@echo "MedPortal on http://$(HOST):$(PORT)/ with one Celery worker (Ctrl-C stops both)."
-	# One worker for all queues; solo pool: the model loads once in the process that runs it (STACK.md).
-	$(VENV)/bin/celery -A medportal worker -Q inference,evaluation,training,celery --pool=solo --loglevel=INFO & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	@echo "MedPortal on http://$(HOST):$(PORT)/ with two Celery workers (Ctrl-C stops all three)."
+	# Solo pools: a model loads once in the process that runs it (STACK.md). Training has its own worker, so doctors'
+	# analyses go on while an ML admin's run trains.
+	$(VENV)/bin/celery -A medportal worker -Q inference,evaluation,celery --pool=solo -n analyses@%h --loglevel=INFO & analyses=$$!; \
+	$(VENV)/bin/celery -A medportal worker -Q training --pool=solo -n training@%h --loglevel=INFO & training=$$!; \
+	trap 'kill $$analyses $$training 2>/dev/null; wait $$analyses $$training 2>/dev/null' EXIT INT TERM; \
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 # The test suite runs against this machine's PostgreSQL and Redis unless told otherwise.
