@@ -80,7 +80,9 @@ def read_rows(path: Path | str) -> Iterator[tuple[int, dict | RowError]]:
 
 
 def _jsonl_rows(name: str, content: str) -> Iterator[tuple[int, dict | RowError]]:
-    lines = content.splitlines()
+    # Split on newlines only: str.splitlines() also breaks at U+2028/U+2029/U+0085, which JSON strings may hold raw
+    # (json.dumps(ensure_ascii=False) writes them so, and text pasted from Word or the web carries them).
+    lines = [line.removesuffix("\r") for line in content.split("\n")]
     parsed = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

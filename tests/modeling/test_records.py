@@ -89,6 +89,13 @@ def test_records_round_trip_through_jsonl(tmp_path):
     assert read_records(tmp_path / "out" / "set.jsonl") == records
 
 
+def test_a_line_separator_inside_a_text_survives_export_and_reading(tmp_path):
+    # U+2028 comes with text pasted from Word or the web; JSON keeps it raw inside a string.
+    record = Record(text="Chest pain\u2028since this morning\u2029at rest", diagnosis="Angina", id="p1", language="en")
+    write_records([record], tmp_path / "set.jsonl")
+    assert read_records(tmp_path / "set.jsonl") == [record]
+
+
 def test_training_files_name_the_first_bad_line(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text('{"text": "cough", "diagnosis": "flu"}\n{"text": "fever"}\n', encoding="utf-8")
