@@ -2,6 +2,7 @@
 
 import importlib
 import logging
+import math
 import os
 import shutil
 import threading
@@ -386,7 +387,15 @@ def training_run_execute(*, run_id: int, worker: str = "", worker_stopping: Call
             _training_run_fail(run, progress, _worker_stopped_message(run))
             raise
         else:
-            _training_run_finish(run, progress, result)
+            try:
+                _training_run_finish(run, progress, result)
+            except Exception as error:  # e.g. the candidate cannot be registered: never leave the run "running"
+                logger.exception("training run %s: saving the result failed", run.pk)
+                TrainingRun.objects.filter(pk=run.pk).update(
+                    status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
+                    error=_("Training finished but its result could not be saved (%(detail)s).")
+                    % {"detail": f"{type(error).__name__}: {error}"[:500]},
+                )
     finally:
         heartbeat.stop()
 
@@ -513,6 +522,8 @@ class _RunProgress:
 
     @staticmethod
     def _append(series: list, point: list) -> None:
+        if not math.isfinite(point[1]):
+            return  # JSON has no NaN or infinity; a diverging run stops with its own message (training.TrainingError)
         series.append(point)
         if len(series) > SERIES_MAX_POINTS:
             series[:] = series[:-1:2] + series[-1:]

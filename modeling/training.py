@@ -530,6 +530,12 @@ class FineTuneRun:
                 break
             batch = self._batch(self.step)
             loss = self._loss(batch)
+            if not torch.isfinite(loss):  # the weights are still those of the last step: keep them, then stop
+                self.save_checkpoint()
+                raise TrainingError(
+                    f"the loss became {loss.item()} at step {self.step + 1}: training diverged; lower the learning rate "
+                    f"(now {self.config.learning_rate:g}) and start again (checkpoint-{self.step} holds the weights before it)"
+                )
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], GRAD_CLIP)
             self.optimizer.step()

@@ -321,3 +321,17 @@ def test_an_8bit_lora_step_runs_on_the_cpu(tiny_model_dir, training_jsonl, tmp_p
 def test_tensorboard_reporting_writes_event_files(tiny_model_dir, training_jsonl, tmp_path):
     fine_tune(config(tiny_model_dir, training_jsonl, tmp_path, max_steps=2, report_to="tensorboard"))
     assert list((tmp_path / "runs").glob("events.out.tfevents.*"))
+
+
+def test_a_diverging_run_stops_with_a_clear_message_and_keeps_its_last_good_weights(tiny_model_dir, training_jsonl, tmp_path):
+    # An fp16 overflow or a corrupted checkpoint gives the same: a loss that is not a number.
+    broken = tmp_path / "broken-model"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("inf")
+    model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(broken)
+
+    with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at step 1: training diverged; lower the learning rate"):
+        fine_tune(config(broken, training_jsonl, tmp_path / "run"))
+    assert [p.name for p in checkpoints(tmp_path / "run")] == ["checkpoint-0"]

@@ -11,6 +11,7 @@ from importlib import import_module
 from pathlib import Path
 
 import pytest
+import torch
 from auditlog.models import LogEntry
 from django.apps import apps as django_apps
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -216,6 +217,26 @@ def test_a_run_whose_training_file_vanished_fails_with_the_reason_and_log(ml_adm
     assert not run.can_resume  # nothing was saved to resume from
     with pytest.raises(ValidationError, match="saved checkpoint"):
         training_run_resume(run=run, actor=ml_admin)
+
+
+@pytestmark_worker
+def test_a_diverging_run_fails_with_the_reason_instead_of_staying_running(ml_admin, training_jsonl, tiny_model_dir,
+                                                                           tmp_path, training_worker):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    broken = tmp_path / "broken-model"  # the loss is not a number from the first step, as after an fp16 overflow
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("inf")
+    model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(broken)
+    version = model_version_register(name="broken", base_model=str(broken), label_set=LABELS)
+
+    run = finished(start(version, training_jsonl, ml_admin))
+
+    assert run.status == TrainingRun.Status.FAILED
+    assert "training diverged; lower the learning rate" in run.error
+    assert run.result_version is None and run.can_resume
 
 
 @pytestmark_worker
