@@ -366,7 +366,7 @@ def training_run_execute(*, run_id: int, worker: str = "", worker_stopping: Call
     if run is None:
         return
     progress = _RunProgress(run, worker_stopping or (lambda: False))
-    heartbeat = _Heartbeat(run.pk)
+    heartbeat = _Heartbeat(run.pk, progress.mine)
     heartbeat.start()
     try:
         try:
@@ -447,10 +447,19 @@ def _training_run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
     return run
 
 
+def _still_mine(run: TrainingRun | None, progress: "_RunProgress") -> bool:
+    if run is None:
+        logger.warning("training run %s was ended or taken over while this worker trained it; its result is not saved",
+                       progress.run_id)
+    return run is not None
+
+
 def _training_run_fail(run: TrainingRun, progress: "_RunProgress", message: str) -> None:
     progress.log.append(_log_line(message))
     with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        run = TrainingRun.objects.select_for_update().filter(progress.mine).first()
+        if not _still_mine(run, progress):
+            return
         progress.apply(run)
         run.status, run.error, run.finished_at = TrainingRun.Status.FAILED, message, timezone.now()
         run.last_checkpoint = _newest_checkpoint(run) or run.last_checkpoint
@@ -459,7 +468,9 @@ def _training_run_fail(run: TrainingRun, progress: "_RunProgress", message: str)
 
 def _training_run_finish(run: TrainingRun, progress: "_RunProgress", result: TrainResult) -> None:
     with transaction.atomic():
-        run = TrainingRun.objects.select_for_update(of=("self",)).select_related("base_version").get(pk=run.pk)
+        run = TrainingRun.objects.select_for_update(of=("self",)).select_related("base_version").filter(progress.mine).first()
+        if not _still_mine(run, progress):
+            return
         progress.apply(run)
         run.finished_at = timezone.now()
         run.last_checkpoint = str(result.last_checkpoint or "") or _newest_checkpoint(run)
@@ -497,6 +508,11 @@ class _RunProgress:
 
     def __init__(self, run: TrainingRun, worker_stopping: Callable[[], bool]):
         self.run_id = run.pk
+        # This attempt's claim on the run. The web side may end a run it believes abandoned (a cancel of a silent run,
+        # a restarted worker's sweep) and an admin may resume it; a worker that was only slow then stops and writes
+        # nothing more over the run's new state.
+        self.mine = Q(pk=run.pk, status=TrainingRun.Status.RUNNING, worker=run.worker, worker_pid=run.worker_pid,
+                      started_at=run.started_at)
         self.output_dir = run.output_dir
         self.step, self.total_steps = run.step, run.total_steps
         self.loss_series, self.eval_series = list(run.loss_series), list(run.eval_series)
@@ -529,11 +545,11 @@ class _RunProgress:
             series[:] = series[:-1:2] + series[-1:]
 
     def should_stop(self) -> bool:
-        """Asked before every step: the admin's cancel (one indexed read) or the worker's own shutdown."""
+        """Asked before every step: the admin's cancel, the run no longer being this attempt's, or the worker's shutdown."""
         if self.worker_stopping():
             self.stopped_by_worker = True
             return True
-        return TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
+        return not TrainingRun.objects.filter(self.mine, cancel_requested=False).exists()
 
     def fields(self) -> dict:
         return {
@@ -549,7 +565,7 @@ class _RunProgress:
         # update(), not save(): progress is not an audited change (see modeling.models).
         self._flushed_at = time.monotonic()
         try:
-            TrainingRun.objects.filter(pk=self.run_id).update(**self.fields(), heartbeat_at=timezone.now())
+            TrainingRun.objects.filter(self.mine).update(**self.fields(), heartbeat_at=timezone.now())
         except DatabaseError:  # e.g. SQLite busy in the demo; the next flush writes it all again
             logger.warning("training run %s: progress not saved this time", self.run_id, exc_info=True)
 
@@ -557,18 +573,16 @@ class _RunProgress:
 class _Heartbeat(threading.Thread):
     """Touches the run's heartbeat_at while the worker lives, even through a long model load or evaluation."""
 
-    def __init__(self, run_id: int):
+    def __init__(self, run_id: int, mine: Q):
         super().__init__(name=f"training-run-{run_id}-heartbeat", daemon=True)
-        self.run_id = run_id
+        self.run_id, self.mine = run_id, mine
         self._done = threading.Event()
 
     def run(self) -> None:
         try:
             while not self._done.wait(settings.MEDPORTAL_TRAINING_HEARTBEAT_SECONDS):
                 try:
-                    TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(
-                        heartbeat_at=timezone.now()
-                    )
+                    TrainingRun.objects.filter(self.mine).update(heartbeat_at=timezone.now())
                 except DatabaseError:
                     logger.warning("training run %s: heartbeat not saved", self.run_id, exc_info=True)
         finally:

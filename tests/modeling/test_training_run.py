@@ -220,6 +220,24 @@ def test_a_run_whose_training_file_vanished_fails_with_the_reason_and_log(ml_adm
 
 
 @pytestmark_worker
+def test_a_run_ended_elsewhere_while_its_slow_worker_trains_stays_ended(ml_admin, base_version, training_jsonl,
+                                                                         training_worker):
+    # The web side cancels a run whose worker looked gone (no heartbeat), but the worker was only slow.
+    run = start(base_version, training_jsonl, ml_admin, parameters={**FAST, "max_steps": 400})
+    run = wait_until(run, lambda r: r.step >= 2)
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now())
+
+    time.sleep(3)  # the worker notices at its next step and stops without writing over the run
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED and run.result_version is None
+    step = run.step
+    time.sleep(2)
+    run.refresh_from_db()
+    assert run.step == step < 400  # no more progress written by the old attempt
+    assert not ModelVersion.objects.exclude(pk=base_version.pk).exists()
+
+
+@pytestmark_worker
 def test_a_diverging_run_fails_with_the_reason_instead_of_staying_running(ml_admin, training_jsonl, tiny_model_dir,
                                                                            tmp_path, training_worker):
     from transformers import AutoModelForCausalLM, AutoTokenizer
