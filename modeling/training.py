@@ -38,6 +38,12 @@ STATE_FILE = "trainer_state.json"
 SUMMARY_FILE = "training.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 BEST_DIR = "best"
+BEST_FILE = "best.json"  # in best/: the step and evaluation loss of the adapter kept there
+# A resumed run must see the same weights, data order and train/validation split as the run it continues.
+RESUME_MUST_MATCH = (
+    "base_model", "adapter", "lora_r", "lora_alpha", "target_modules", "quantization", "batch_size", "max_length",
+    "train_file", "val_file", "val_fraction", "augment", "seed", "term_weight", "term_lexicon", "distill_teacher",
+)
 FINAL_DIR = "final"
 REPORT_TO = ("none", "tensorboard", "wandb")
 GRAD_CLIP = 1.0
@@ -438,22 +444,31 @@ class FineTuneRun:
 
     def _restore(self, checkpoint: Path) -> None:
         state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
-        saved = state["config"]
-        for key in ("base_model", "lora_r", "lora_alpha", "target_modules", "quantization", "batch_size"):
-            if saved.get(key) != self.config.to_dict().get(key):
+        saved, current = state["config"], self.config.to_dict()
+        for key in RESUME_MUST_MATCH:  # what the weights, the data order or the train/validation split depend on
+            if saved.get(key) != current.get(key):
                 raise TrainingError(
-                    f"checkpoint {checkpoint.name} was trained with {key}={saved.get(key)!r}, not {self.config.to_dict()[key]!r}"
+                    f"checkpoint {checkpoint.name} was trained with {key}={saved.get(key)!r}, not {current[key]!r}"
                 )
+        if state["step"] > self.total_steps:
+            raise TrainingError(f"checkpoint {checkpoint.name} is already past this run's {self.total_steps} steps")
         self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=self.device))
         self.scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt"))
         self.step = state["step"]
         self.best_eval_loss = state["best_eval_loss"]
         self.best_step = state["best_step"]
+        best = _best_step(self.output_dir / BEST_DIR)
+        if best is not None and best > self.step:
+            # best/ holds weights that the interrupted run evaluated after this checkpoint: they are not this run's past.
+            shutil.rmtree(self.output_dir / BEST_DIR, ignore_errors=True)
+            self.best_eval_loss = self.best_step = None
         self.history = state.get("history", [])
         self.last_checkpoint = checkpoint
         rng = torch.load(checkpoint / "rng.pt", weights_only=False)
         random.setstate(rng["python"])
         torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and torch.cuda.is_available():  # dropout on the GPU draws from the CUDA generators
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
     def save_checkpoint(self) -> Path:
         path = self.output_dir / f"{CHECKPOINT_PREFIX}{self.step}"
@@ -461,7 +476,8 @@ class FineTuneRun:
         self.model.save_pretrained(path)
         torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), path / "scheduler.pt")
-        torch.save({"python": random.getstate(), "torch": torch.get_rng_state()}, path / "rng.pt")
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        torch.save({"python": random.getstate(), "torch": torch.get_rng_state(), "cuda": cuda}, path / "rng.pt")
         self._write_state(path / STATE_FILE)
         self.last_checkpoint = path
         for old in checkpoints(self.output_dir)[: -self.config.save_total_limit]:
@@ -500,8 +516,12 @@ class FineTuneRun:
             return ce
         with torch.no_grad():
             teacher_logits, _, _ = answer_logits(self.teacher, batch)
+        # Output layers are often padded past the tokenizer (to a multiple of 64 or 128), differently per model size:
+        # compare the distributions over the real tokens only.
+        vocabulary = len(self.tokenizer)
+        kl = distillation_loss(logits[:, :vocabulary], teacher_logits[:, :vocabulary], self.config.distill_temperature)
         alpha = self.config.distill_alpha
-        return alpha * distillation_loss(logits, teacher_logits, self.config.distill_temperature) + (1 - alpha) * ce
+        return alpha * kl + (1 - alpha) * ce
 
     def evaluate(self) -> float | None:
         """Mean cross-entropy per answer token on the validation examples (None without any)."""
@@ -575,6 +595,7 @@ class FineTuneRun:
         if better:
             self.best_eval_loss, self.best_step = eval_loss, self.step
             self.model.save_pretrained(self.output_dir / BEST_DIR)
+            (self.output_dir / BEST_DIR / BEST_FILE).write_text(json.dumps({"step": self.step, "eval_loss": eval_loss}) + "\n")
         note = "  (best so far, kept)" if better else f"  (best {self.best_eval_loss:.4f} at step {self.best_step})"
         self.on_event(TrainEvent("eval", self.step, self.total_steps, eval_loss=eval_loss,
                                  message=f"step {self.step}  eval loss {eval_loss:.4f}{note}"))
@@ -649,6 +670,13 @@ class FineTuneRun:
                 delattr(self, name)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _best_step(best_dir: Path) -> int | None:
+    try:
+        return json.loads((best_dir / BEST_FILE).read_text(encoding="utf-8"))["step"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def checkpoints(output_dir: Path | str) -> list[Path]:

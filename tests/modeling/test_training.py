@@ -1,6 +1,7 @@
 """LoRA fine-tuning on a tiny real Llama, on the CPU: adapters, loss masking and weighting, checkpoints, distillation."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -145,6 +146,25 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tiny_model_dir, tr
         started(config(tiny_model_dir, training_jsonl, tmp_path, max_steps=6, lora_r=8, resume_from_checkpoint="latest"))
     with pytest.raises(TrainingError, match="no checkpoint"):
         started(config(tiny_model_dir, training_jsonl, tmp_path / "empty", resume_from_checkpoint="latest"))
+    # Another seed would split train and validation cases differently: the run would train on what it validated on.
+    with pytest.raises(TrainingError, match="seed=0, not 1"):
+        started(config(tiny_model_dir, training_jsonl, tmp_path, max_steps=6, seed=1, resume_from_checkpoint="latest"))
+    with pytest.raises(TrainingError, match="already past this run's 2 steps"):
+        started(config(tiny_model_dir, training_jsonl, tmp_path, max_steps=2, resume_from_checkpoint="latest"))
+
+
+def test_a_best_adapter_saved_after_the_checkpoint_resumed_from_is_not_kept(tiny_model_dir, training_jsonl, tmp_path):
+    # An interrupted run evaluated (and kept a best adapter) at step 4 but died before its next checkpoint.
+    fine_tune(config(tiny_model_dir, training_jsonl, tmp_path, max_steps=4, eval_steps=2, save_steps=2, save_total_limit=5))
+    shutil.rmtree(tmp_path / "checkpoint-4")
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] in (2, 4)
+
+    run = started(config(tiny_model_dir, training_jsonl, tmp_path, max_steps=4, eval_steps=2, save_steps=2,
+                         resume_from_checkpoint=str(tmp_path / "checkpoint-2")))
+    best = tmp_path / "best" / "best.json"
+    assert not best.exists() or json.loads(best.read_text())["step"] <= 2
+    result = run.train()
+    assert json.loads(best.read_text())["step"] == result.metrics["best_step"]
 
 
 def test_continual_training_starts_from_an_existing_adapter(tiny_model_dir, lora_adapter_dir, training_jsonl, tmp_path):
@@ -245,6 +265,20 @@ def test_distillation_moves_the_student_toward_the_teacher(tiny_model_dir, lora_
     after = teacher_student_kl(teacher, run.model.eval(), batch)
 
     assert after < before * 0.7
+
+
+def test_distillation_works_when_the_teacher_pads_its_output_layer_differently(tiny_model_dir, training_jsonl, tmp_path):
+    # Larger checkpoints of one family pad their vocabulary to another multiple (Qwen2.5 7B: 152064, 0.5B: 151936).
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    teacher.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=256)
+    teacher.save_pretrained(tmp_path / "padded-teacher")
+    tokenizer.save_pretrained(tmp_path / "padded-teacher")
+    assert teacher.get_output_embeddings().weight.shape[0] > len(tokenizer)  # the student's is exactly len(tokenizer)
+
+    result = fine_tune(config(tiny_model_dir, training_jsonl, tmp_path / "run", max_steps=2,
+                              distill_teacher=str(tmp_path / "padded-teacher")))
+    assert result.steps == 2 and result.final_loss is not None
 
 
 def test_distillation_refuses_a_teacher_with_another_tokenizer(tiny_model_dir, training_jsonl, tmp_path):
