@@ -419,6 +419,10 @@ def training_config(run: TrainingRun) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+class TrainingRunElsewhere(Exception):
+    """The run is `running` on another live worker; ask again once its heartbeat could have gone stale."""
+
+
 def _training_run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
     with transaction.atomic():
         run = (TrainingRun.objects.select_for_update(of=("self",)).select_related("base_version", "teacher_version")
@@ -430,7 +434,10 @@ def _training_run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
             # retried after an error, or the node restarted.
             if run.worker == worker or training_run_is_stale(run):
                 _fail_orphaned(run)
-            return None
+                return None
+            # Another node trains it, or did until it died a moment ago: dropping this delivery would leave nobody
+            # to notice if it did. The task looks again later (modeling.tasks.run_training).
+            raise TrainingRunElsewhere(run.worker)
         now = timezone.now()
         run.status, run.started_at, run.heartbeat_at = TrainingRun.Status.RUNNING, now, now
         run.worker, run.worker_pid = worker, os.getpid()

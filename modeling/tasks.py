@@ -4,6 +4,7 @@
 from celery import shared_task
 from celery.signals import worker_init
 from celery.worker import state
+from django.conf import settings
 from django.db import OperationalError
 
 from modeling import services
@@ -20,7 +21,11 @@ def _worker_stopping() -> bool:
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
              autoretry_for=(OperationalError,), retry_backoff=1, retry_backoff_max=30, max_retries=8)
 def run_training(self, run_id: int) -> None:
-    services.training_run_execute(run_id=run_id, worker=self.request.hostname or "", worker_stopping=_worker_stopping)
+    try:
+        services.training_run_execute(run_id=run_id, worker=self.request.hostname or "", worker_stopping=_worker_stopping)
+    except services.TrainingRunElsewhere:
+        # Until that worker finishes (then there is nothing to do) or falls silent (then the run is marked failed).
+        raise self.retry(countdown=settings.MEDPORTAL_TRAINING_STALE_SECONDS, max_retries=None) from None
 
 
 @worker_init.connect

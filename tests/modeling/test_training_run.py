@@ -23,6 +23,7 @@ from modeling.models import ModelVersion, TrainingRun
 from modeling.runtime import EngineConfig, HFEngine
 from modeling.selectors import model_version_active, training_run_queue_position
 from modeling.services import (
+    TrainingRunElsewhere,
     model_version_register,
     training_run_cancel,
     training_run_create,
@@ -361,7 +362,8 @@ def test_a_redelivered_task_leaves_a_live_workers_run_alone_and_fails_a_silent_o
                                                  worker_pid=os.getpid(), started_at=timezone.now(),
                                                  heartbeat_at=timezone.now(), step=2)
 
-    training_run_execute(run_id=run.pk, worker="training@b")  # acks_late delivered it again, to another node
+    with pytest.raises(TrainingRunElsewhere):  # acks_late delivered it again, to another node: it will look again later
+        training_run_execute(run_id=run.pk, worker="training@b")
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.RUNNING and run.step == 2  # training@a is alive: not trained twice
     assert training_runs_fail_orphaned(worker="training@b") == 0  # another node starting
@@ -371,6 +373,25 @@ def test_a_redelivered_task_leaves_a_live_workers_run_alone_and_fails_a_silent_o
     TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=silent)
     training_run_execute(run_id=run.pk, worker="training@b")
     run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error.startswith("The worker stopped during the run (at step 2")
+
+
+@pytestmark_worker
+def test_a_redelivered_task_looks_again_and_fails_the_run_once_the_other_node_falls_silent(
+    ml_admin, base_version, training_jsonl, settings, training_worker
+):
+    from modeling.tasks import run_training
+
+    settings.MEDPORTAL_TRAINING_STALE_SECONDS = 3  # production: 120
+    # A run that node a took and trains (made directly: through the service this worker would take it first).
+    run = TrainingRun.objects.create(kind=TrainingRun.Kind.SFT, dataset="tiny cases", train_file=str(training_jsonl),
+                                     base_version=base_version, parameters=FAST, started_by=ml_admin, step=2,
+                                     status=TrainingRun.Status.RUNNING, worker="training@a", worker_pid=1,
+                                     started_at=timezone.now(), heartbeat_at=timezone.now())
+    run_training.delay(run.pk)  # node a is killed; the broker hands its task to this worker while a still looks alive
+
+    run = wait_until(run, lambda r: r.status != TrainingRun.Status.RUNNING, seconds=30)
     assert run.status == TrainingRun.Status.FAILED
     assert run.error.startswith("The worker stopped during the run (at step 2")
 
