@@ -15,6 +15,7 @@ p_student) — Hinton et al.'s distillation term, ``F.kl_div(log p_student, p_te
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -668,6 +669,7 @@ class FineTuneRun:
         for name in ("model", "teacher", "optimizer", "scheduler"):
             if hasattr(self, name):
                 delattr(self, name)
+        gc.collect()  # a long-lived worker trains run after run: free this one's tensors before the next loads
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
