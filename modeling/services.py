@@ -23,7 +23,15 @@ from django.utils.translation import gettext as _
 
 from modeling.models import ModelVersion, TrainingRun
 from modeling.selectors import training_run_is_stale
-from modeling.training import CHECKPOINT_PREFIX, FineTuneRun, TrainConfig, TrainEvent, TrainingError, TrainResult, checkpoints
+from modeling.training import (
+    FineTuneRun,
+    TrainConfig,
+    TrainEvent,
+    TrainingError,
+    TrainResult,
+    checkpoint_step,
+    checkpoints,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -349,11 +357,6 @@ def _tail(lines) -> str:
     return "\n".join(list(lines)[-LOG_TAIL_LINES:])
 
 
-def _checkpoint_step(path: str) -> int | None:
-    name = Path(path).name
-    return int(name.removeprefix(CHECKPOINT_PREFIX)) if name.removeprefix(CHECKPOINT_PREFIX).isdigit() else None
-
-
 def training_run_execute(*, run_id: int, worker: str = "", worker_stopping: Callable[[], bool] | None = None) -> None:
     """Train a queued run (the training task). Idempotent: acks_late may deliver the task twice.
 
@@ -442,7 +445,7 @@ def _training_run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
         run.status, run.started_at, run.heartbeat_at = TrainingRun.Status.RUNNING, now, now
         run.worker, run.worker_pid = worker, os.getpid()
         run.output_dir = run.output_dir or str(Path(settings.MEDPORTAL_TRAINING_DIR) / f"run-{run.pk}")
-        resume_step = _checkpoint_step(run.resume_from) if run.resume_from else None
+        resume_step = checkpoint_step(run.resume_from) if run.resume_from else None
         if resume_step is not None:  # the steps after the checkpoint are trained (and logged) again
             run.loss_series = [point for point in run.loss_series if point[0] <= resume_step]
             run.eval_series = [point for point in run.eval_series if point[0] <= resume_step]

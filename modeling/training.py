@@ -299,6 +299,7 @@ class FineTuneRun:
         self.best_step: int | None = None
         self.last_checkpoint: Path | None = None
         self.history: list[dict] = []
+        self._epoch_order: tuple[int | None, list[list[int]]] = (None, [])  # (epoch, its batches), made when first needed
         self._writer = None
         self._wandb = None
 
@@ -504,7 +505,7 @@ class FineTuneRun:
     def _batch(self, step: int) -> dict[str, torch.Tensor]:
         """The batch of a global step: epoch ``e`` has its own fixed order, so a resumed run sees what it would have."""
         epoch, index = divmod(step, self.batches_per_epoch)
-        if getattr(self, "_epoch_order", (None,))[0] != epoch:
+        if self._epoch_order[0] != epoch:
             rng = random.Random(f"{self.config.seed}:{epoch}")
             self._epoch_order = (epoch, length_grouped_batches(self.lengths, self.config.batch_size, rng))
         rows = self._epoch_order[1][index]
@@ -684,7 +685,13 @@ def _best_step(best_dir: Path) -> int | None:
 def checkpoints(output_dir: Path | str) -> list[Path]:
     """The run's checkpoint folders, oldest (lowest step) first."""
     found = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
+    return sorted((p for p in found if checkpoint_step(p) is not None), key=checkpoint_step)
+
+
+def checkpoint_step(path: Path | str) -> int | None:
+    """The step a checkpoint folder was saved at (``checkpoint-120`` → 120), or None for another name."""
+    number = Path(path).name.removeprefix(CHECKPOINT_PREFIX)
+    return int(number) if number.isdigit() and Path(path).name.startswith(CHECKPOINT_PREFIX) else None
 
 
 def fine_tune(

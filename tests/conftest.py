@@ -2,6 +2,7 @@
 
 import os
 from importlib import import_module
+from pathlib import Path
 
 import pytest
 from django.apps import apps as django_apps
@@ -60,16 +61,39 @@ def api_client():
     return APIClient()
 
 
-@pytest.fixture
-def worker():
-    """A real Celery worker (in a thread) consuming the inference queue of the test broker."""
+def celery_worker_on(queue: str, *, purge: bool = True, shutdown_timeout: float = 30, **options):
+    """A real Celery worker (in a thread, one task at a time like production's) consuming one queue of the test broker.
+
+    ``purge`` drops what a previous test left on the broker; a test that queued its own tasks before starting the
+    worker passes False.
+    """
     from celery.contrib.testing.worker import start_worker
 
     from medportal.celery import app
 
-    app.control.purge()  # messages a previous run left on the test broker
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["inference"], shutdown_timeout=30):
+    if purge:
+        app.control.purge()
+    return start_worker(app, pool="solo", perform_ping_check=False, queues=[queue], shutdown_timeout=shutdown_timeout,
+                        **options)
+
+
+@pytest.fixture
+def worker():
+    with celery_worker_on("inference"):
         yield
+
+
+@pytest.fixture
+def training_worker():
+    with celery_worker_on("training", shutdown_timeout=60) as started:
+        yield started
+
+
+@pytest.fixture
+def training_dir(settings, tmp_path) -> Path:
+    """Each test's training runs and exported data in a folder of its own."""
+    settings.MEDPORTAL_TRAINING_DIR = tmp_path / "training"
+    return settings.MEDPORTAL_TRAINING_DIR
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,9 @@ from modeling.services import model_version_register
 from tests.browser.test_case_intake import log_in_in_english
 from tests.modeling.test_training_run import (  # noqa: F401 (fixtures)
     LABELS,
-    ml_admin_fixture,
-    training_dir_fixture,
-    training_worker_fixture,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("training_dir")]
 
 
 def test_an_ml_admin_starts_a_run_and_watches_it_train(page: Page, live_server, ml_admin, tiny_model_dir, training_jsonl,

@@ -7,13 +7,11 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from importlib import import_module
 from pathlib import Path
 
 import pytest
 import torch
 from auditlog.models import LogEntry
-from django.apps import apps as django_apps
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.urls import reverse
@@ -31,6 +29,7 @@ from modeling.services import (
     training_run_resume,
     training_runs_fail_orphaned,
 )
+from tests.conftest import celery_worker_on
 
 LABELS = ["心绞痛", "支气管炎", "流感", "angina", "bronchitis", "influenza"]
 # A few seconds of training on the tiny model: a log line every step, an evaluation and a checkpoint every 3.
@@ -39,37 +38,10 @@ FAST = {"max_steps": 6, "batch_size": 8, "max_length": 256, "learning_rate": 5e-
 PROMPT = "主诉：胸痛2小时。诊断："
 
 
-# The fixtures below are shared with the admin and browser tests, which import them (named so that their parameters
-# do not shadow the imports).
+pytestmark = pytest.mark.usefixtures("training_dir")
 
 
-@pytest.fixture(name="ml_admin")
-def ml_admin_fixture(ml_admin):
-    # conftest.make_user re-creates the roles after a transactional test's flush with the grants of earlier
-    # migrations; add the training-run (and case-set export) permissions the same way.
-    import_module("modeling.migrations.0003_trainingrun").grant(django_apps, None)
-    import_module("cases.migrations.0004_case_sets").grant(django_apps, None)
-    return ml_admin
-
-
-@pytest.fixture(name="training_dir", autouse=True)
-def training_dir_fixture(settings, tmp_path) -> Path:
-    settings.MEDPORTAL_TRAINING_DIR = tmp_path / "training"
-    return settings.MEDPORTAL_TRAINING_DIR
-
-
-@pytest.fixture(name="training_worker")
-def training_worker_fixture():
-    """A real Celery worker (in a thread) consuming the training queue, one task at a time like production's."""
-    from celery.contrib.testing.worker import start_worker
-
-    from medportal.celery import app
-
-    app.control.purge()  # messages a previous run left on the test broker
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["training"], shutdown_timeout=60) as worker:
-        yield worker
-
-
+# Shared with the admin tests, which import it (named so that its parameter does not shadow the import).
 @pytest.fixture(name="base_version")
 def base_version_fixture(tiny_model_dir) -> ModelVersion:
     return model_version_register(name="tiny", base_model=str(tiny_model_dir), label_set=LABELS, activate=True)
@@ -151,11 +123,7 @@ def test_runs_wait_in_line_and_a_queued_run_is_cancelled_at_once(ml_admin, base_
     assert first.status == TrainingRun.Status.CANCELLED and first.finished_at
     assert training_run_queue_position(second) == 1
 
-    from celery.contrib.testing.worker import start_worker
-
-    from medportal.celery import app
-
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["training"], shutdown_timeout=60):
+    with celery_worker_on("training", purge=False, shutdown_timeout=60):
         assert finished(second).status == TrainingRun.Status.SUCCEEDED
     first.refresh_from_db()
     assert first.status == TrainingRun.Status.CANCELLED and first.started_at is None  # its task found it cancelled
@@ -205,11 +173,7 @@ def test_a_run_whose_training_file_vanished_fails_with_the_reason_and_log(ml_adm
     run = start(base_version, training_jsonl, ml_admin)
     training_jsonl.unlink()  # e.g. cleaned up before the worker got to it
 
-    from celery.contrib.testing.worker import start_worker
-
-    from medportal.celery import app
-
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["training"], shutdown_timeout=60):
+    with celery_worker_on("training", purge=False, shutdown_timeout=60):
         run = finished(run)
     assert run.status == TrainingRun.Status.FAILED
     assert run.error == f"training file not found: {training_jsonl}"
@@ -316,11 +280,7 @@ def test_a_killed_workers_run_is_marked_failed_when_the_worker_restarts_and_resu
         worker.wait()
     assert run.status == TrainingRun.Status.RUNNING and run.worker == node
 
-    from celery.contrib.testing.worker import start_worker
-
-    from medportal.celery import app
-
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=["training"], shutdown_timeout=60, hostname=node):
+    with celery_worker_on("training", purge=False, shutdown_timeout=60, hostname=node):
         run.refresh_from_db()
         assert run.status == TrainingRun.Status.FAILED  # the restarted node knows its run died with it
         assert "The worker stopped during the run" in run.error and run.error in run.log_tail

@@ -13,11 +13,9 @@ from tests.modeling.test_training_run import (  # noqa: F401 (fixtures)
     FAST,
     base_version_fixture,
     finished,
-    ml_admin_fixture,
-    training_dir_fixture,
-    training_worker_fixture,
 )
 
+pytestmark = pytest.mark.usefixtures("training_dir")
 ADD = reverse("admin:modeling_trainingrun_add")
 LIST = reverse("admin:modeling_trainingrun_changelist")
 
