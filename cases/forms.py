@@ -42,3 +42,13 @@ class CaseForm(forms.Form):
             department=data["department"],
             texts={name: data[name] for name in TEXT_FIELDS},
         )
+
+
+class DoctorFeedbackForm(forms.Form):
+    """The doctor's rating of an analysis of their own case."""
+
+    helpful = forms.ChoiceField(
+        label=_("Was this analysis helpful?"), choices=[("yes", _("Helpful")), ("no", _("Not helpful"))],
+        error_messages={"required": _("Choose helpful or not helpful.")},
+    )
+    correct_diagnosis = forms.CharField(label=_("Correct diagnosis (optional)"), required=False, max_length=300)

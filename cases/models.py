@@ -143,12 +143,21 @@ class AccessEvent(models.Model):
         PHI_REVEAL = "phi_reveal", _("Revealed original identifiers")
         API_CASE_LIST = "api_case_list", _("Listed cases (API)")
         API_CASE_READ = "api_case_read", _("Read a case (API)")
+        DOCTOR_FEEDBACK = "doctor_feedback", _("Rated an analysis")
+        REVIEW_ASSIGN = "review_assign", _("Assigned an answer for review")
+        REVIEW_VIEW = "review_view", _("Opened a review")
+        REVIEW_SUBMIT = "review_submit", _("Submitted a review")
+        FEEDBACK_DECIDE = "feedback_decide", _("Decided on a doctor's correction")
+        EVALUATION_REPORT_VIEW = "evaluation_report", _("Viewed an evaluation report")
+        EVALUATION_EXPORT = "evaluation_export", _("Exported an evaluation report")
 
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     # Kept as text so the trail survives the user's deletion.
     actor_username = models.CharField(max_length=150)
     action = models.CharField(max_length=32, choices=Action.choices)
     case_ids = models.JSONField(default=list, help_text="Ids of the cases read.")
+    # What else the action was about, e.g. "review assignment 17" or "clinical evaluation 3" (never case text).
+    target = models.CharField(max_length=200, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     at = models.DateTimeField(auto_now_add=True, db_index=True)
 
@@ -158,7 +167,8 @@ class AccessEvent(models.Model):
         verbose_name_plural = _("access entries")
 
     def __str__(self) -> str:
-        return f"{self.actor_username} {self.action} {self.case_ids} at {self.at:%Y-%m-%d %H:%M}"
+        what = self.target or self.case_ids
+        return f"{self.actor_username} {self.action} {what} at {self.at:%Y-%m-%d %H:%M}"
 
 
 class Analysis(models.Model):
@@ -211,6 +221,40 @@ class Analysis(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class DoctorFeedback(models.Model):
+    """The submitting doctor's own rating of an analysis of their case: helpful or not, and the diagnosis they hold.
+
+    Kept apart from blinded reviews. A corrected diagnosis becomes training data only once a reviewer accepts it
+    (evaluation.services.doctor_feedback_decide).
+    """
+
+    class Decision(models.TextChoices):
+        NONE = "", _("No correction")
+        PENDING = "pending", _("Awaiting a reviewer")
+        ACCEPTED = "accepted", _("Accepted for training")
+        REJECTED = "rejected", _("Not accepted")
+
+    analysis = models.OneToOneField(Analysis, on_delete=models.CASCADE, related_name="doctor_feedback")
+    doctor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    helpful = models.BooleanField(_("helpful"))
+    # De-identified like the case text: a doctor may type anything here.
+    correct_diagnosis = models.CharField(_("correct diagnosis"), max_length=300, blank=True)
+    decision = models.CharField(_("decision"), max_length=16, choices=Decision.choices, blank=True, db_index=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        verbose_name = _("doctor feedback")
+        verbose_name_plural = _("doctor feedback")
+
+    def __str__(self) -> str:
+        return f"Feedback on analysis #{self.analysis_id}"
 
 
 # --- Imported case sets ----------------------------------------------------------------------
@@ -343,6 +387,7 @@ class CaseSetExport(models.Model):
 
 # Changes made one by one (the admin, a shell) are in the audit trail. The encrypted originals are
 # masked and the clinical text left out: auditors read the trail and see no case text.
+auditlog.register(DoctorFeedback, exclude_fields=["correct_diagnosis"])
 auditlog.register(CaseSet)
 auditlog.register(ImportRun)
 auditlog.register(

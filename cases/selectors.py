@@ -1,13 +1,13 @@
 """Reads of case data, always scoped by the acting user."""
 
 from auditlog.models import LogEntry
+from auditlog.registry import auditlog
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
-from cases.models import AccessEvent, Analysis, Case, CaseSet, CaseSetExport, ImportRun
-from modeling.models import ModelVersion, TrainingRun
+from cases.models import AccessEvent, Analysis, Case, CaseSetExport
 
 
 def case_list(*, user, query: str = "") -> QuerySet[Case]:
@@ -49,12 +49,12 @@ def access_event_list(*, user, action: str = "", username: str = "") -> QuerySet
 
 
 def record_change_list(*, user) -> QuerySet[LogEntry]:
-    """django-auditlog's change history of what the trail covers: cases (PHI fields masked there), case sets and their
-    imports, model versions (registration, promotion) and training runs (start, cancel, resume, result)."""
+    """django-auditlog's change history of every model registered with it: cases (PHI fields masked there), case sets
+    and their imports, model versions (registration, promotion), training runs (start, cancel, resume, result), and
+    the review side (rubrics, clinical evaluations, review assignments, feedback examples, doctors' ratings)."""
     if not user.has_perm("auditlog.view_logentry"):
         raise PermissionDenied
-    models = (Case, CaseSet, ImportRun, ModelVersion, TrainingRun)
-    types = ContentType.objects.get_for_models(*models).values()
+    types = ContentType.objects.get_for_models(*auditlog.get_models()).values()
     return LogEntry.objects.filter(content_type__in=types).select_related("actor", "content_type")
 
 
@@ -79,4 +79,4 @@ def analysis_get(*, user, pk: int) -> Analysis:
 def case_analyses(*, user, case: Case) -> QuerySet[Analysis]:
     if case.author_id != user.pk:
         raise Http404
-    return case.analyses.select_related("model_version")
+    return case.analyses.select_related("model_version", "doctor_feedback")

@@ -18,7 +18,18 @@ from django.utils.translation import gettext as _
 
 from cases.crypto import decrypt_phi, encrypt_phi, rotate_token
 from cases.deid import Deidentifier, detect_phi, pseudonym, valid_resident_id
-from cases.models import AGE_CAP, TEXT_FIELDS, AccessEvent, Analysis, Case, CaseSet, CaseSetExport, ImportRun, LabelledCase
+from cases.models import (
+    AGE_CAP,
+    TEXT_FIELDS,
+    AccessEvent,
+    Analysis,
+    Case,
+    CaseSet,
+    CaseSetExport,
+    DoctorFeedback,
+    ImportRun,
+    LabelledCase,
+)
 from modeling.models import ModelVersion
 from modeling.prompts import build_prompt, diagnosis_prompt, parse_answer
 from modeling.records import FileFormatError, Record, RowError, read_rows, record_from_row, write_records
@@ -87,14 +98,26 @@ def case_submit(*, author, data: CaseInput, remote_addr: str | None = None) -> t
     return case, analysis
 
 
-def access_record(*, user, action: str, cases: list[Case], remote_addr: str | None = None) -> AccessEvent:
+def access_record(
+    *, user, action: str, cases: list[Case] = (), target: str = "", remote_addr: str | None = None
+) -> AccessEvent:
     return AccessEvent.objects.create(
         actor=user,
-        actor_username=user.get_username(),
+        actor_username=user.get_username() if user else "",
         action=action,
         case_ids=[case.pk for case in cases],
+        target=target[:200],
         remote_addr=remote_addr,
     )
+
+
+def access_record_many(*, user, action: str, targets: list[str], remote_addr: str | None = None) -> None:
+    """One access entry per target (e.g. per review assignment made), written together."""
+    AccessEvent.objects.bulk_create([
+        AccessEvent(actor=user, actor_username=user.get_username() if user else "", action=action, target=target[:200],
+                    remote_addr=remote_addr)
+        for target in targets
+    ])
 
 
 @dataclass(frozen=True)
@@ -193,6 +216,39 @@ def _ranked_differential(engine, prompt: str, labels: list[str], language: str) 
     return [{"name": name, "probability": round(float(p), 4)} for name, p in ranked]
 
 
+@dataclass(frozen=True)
+class ModelAnswer:
+    """A structured answer of a model version to one case, as the case page and reviewers see it."""
+
+    diagnosis: str
+    differential: list[dict]  # [{name, probability}], ranked
+    treatment: str
+    prognosis: str
+    rationale: str
+    raw_output: str
+
+
+def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params: GenerationParams) -> list[ModelAnswer]:
+    """Answers of a model version to de-identified case texts [(text, language)], generated as one batch.
+
+    The one way the product asks a model about cases: a doctor's analysis and an evaluation batch both come here.
+    Raises ModelLoadError when the version's files cannot be loaded.
+    """
+    engine = get_engine(engine_config(version))
+    prompts = [build_prompt(text, language) for text, language in cases]
+    generations = engine.generate(prompts, params)
+    answers = []
+    for (_text, language), prompt, generation in zip(cases, prompts, generations, strict=True):
+        parsed = parse_answer(generation.text, language)
+        differential = _ranked_differential(engine, diagnosis_prompt(prompt, language), version.label_set, language)
+        diagnosis = parsed.diagnosis or (differential[0]["name"] if differential else "")
+        answers.append(ModelAnswer(
+            diagnosis=diagnosis, differential=differential, treatment=parsed.treatment, prognosis=parsed.prognosis,
+            rationale=parsed.rationale, raw_output=generation.text,
+        ))
+    return answers
+
+
 def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
     """Run the model on a queued analysis (and on others queued with it). Idempotent; see _claim_batch for ``reclaim``."""
     batch = _claim_batch(analysis_id, reclaim=reclaim)
@@ -203,20 +259,9 @@ def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
         max_new_tokens=batch[0].max_new_tokens, temperature=batch[0].temperature, top_p=batch[0].top_p
     )
     try:
-        engine = get_engine(engine_config(version))
-        prompts = [build_prompt(analysis.case.model_text, analysis.case.language) for analysis in batch]
-        generations = engine.generate(prompts, params)
-        for analysis, prompt, generation in zip(batch, prompts, generations, strict=True):
-            answer = parse_answer(generation.text, analysis.case.language)
-            analysis.diagnosis, analysis.treatment = answer.diagnosis, answer.treatment
-            analysis.prognosis, analysis.rationale = answer.prognosis, answer.rationale
-            analysis.raw_output = generation.text
-            analysis.differential = _ranked_differential(
-                engine, diagnosis_prompt(prompt, analysis.case.language), version.label_set, analysis.case.language
-            )
-            if not analysis.diagnosis and analysis.differential:
-                analysis.diagnosis = analysis.differential[0]["name"]
-            analysis.status = Analysis.Status.DONE
+        answers = model_answers(
+            version=version, cases=[(a.case.model_text, a.case.language) for a in batch], params=params
+        )
     except ModelLoadError as error:
         _fail(batch, str(error))
         return
@@ -226,7 +271,11 @@ def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
         return
     finished = timezone.now()
     with transaction.atomic():
-        for analysis in batch:
+        for analysis, answer in zip(batch, answers, strict=True):
+            analysis.diagnosis, analysis.differential = answer.diagnosis, answer.differential
+            analysis.treatment, analysis.prognosis = answer.treatment, answer.prognosis
+            analysis.rationale, analysis.raw_output = answer.rationale, answer.raw_output
+            analysis.status = Analysis.Status.DONE
             analysis.finished_at = finished
             analysis.save()
 
@@ -258,6 +307,54 @@ def analysis_wait(*, analysis: Analysis, seconds: float, poll: float = 0.2) -> A
         time.sleep(poll)
         analysis.refresh_from_db()
     return analysis
+
+
+# --- Doctors' feedback on analyses of their own cases ----------------------------------------------------
+
+MAX_CORRECT_DIAGNOSIS_CHARS = DoctorFeedback._meta.get_field("correct_diagnosis").max_length
+
+
+def doctor_feedback_save(
+    *, doctor, analysis: Analysis, helpful: bool, correct_diagnosis: str = "", remote_addr: str | None = None
+) -> DoctorFeedback:
+    """The submitting doctor rates an analysis of their own case (again, if they change their mind).
+
+    A correct diagnosis is de-identified like case text and waits for a reviewer's decision before it can become
+    training data; changing it sends it back to the reviewers.
+    """
+    if analysis.case.author_id != doctor.pk:
+        raise PermissionDenied(_("Only the doctor who submitted the case can rate its analysis."))
+    if analysis.status != Analysis.Status.DONE:
+        raise ValidationError(_("Only a finished analysis can be rated."))
+    correct = " ".join((correct_diagnosis or "").split())
+    if len(correct) > MAX_CORRECT_DIAGNOSIS_CHARS:
+        raise ValidationError({"correct_diagnosis": _("Keep the diagnosis under %(n)d characters.") % {
+            "n": MAX_CORRECT_DIAGNOSIS_CHARS}})
+    correct = Deidentifier().deidentify(correct, analysis.case.language, echo_names=False) if correct else ""
+    with transaction.atomic(), set_actor(doctor, remote_addr=remote_addr):
+        feedback = DoctorFeedback.objects.select_for_update().filter(analysis=analysis).first()
+        if feedback is None:
+            feedback = DoctorFeedback(analysis=analysis, doctor=doctor)
+        changed = feedback.correct_diagnosis != correct
+        feedback.helpful, feedback.correct_diagnosis = helpful, correct
+        if changed or feedback.pk is None:
+            feedback.decision = DoctorFeedback.Decision.PENDING if correct else DoctorFeedback.Decision.NONE
+            feedback.decided_by, feedback.decided_at = None, None
+        feedback.save()
+        access_record(user=doctor, action=AccessEvent.Action.DOCTOR_FEEDBACK, cases=[analysis.case],
+                      target=f"analysis {analysis.pk}", remote_addr=remote_addr)
+    return feedback
+
+
+def doctor_feedback_set_decision(*, feedback: DoctorFeedback, accepted: bool, reviewer) -> DoctorFeedback:
+    """Record a reviewer's decision on a doctor's correction (the caller makes the training example)."""
+    if feedback.decision != DoctorFeedback.Decision.PENDING:
+        raise ValidationError(_("This correction has already been decided."))
+    feedback.decision = DoctorFeedback.Decision.ACCEPTED if accepted else DoctorFeedback.Decision.REJECTED
+    feedback.decided_by, feedback.decided_at = reviewer, timezone.now()
+    with set_actor(reviewer):
+        feedback.save(update_fields=["decision", "decided_by", "decided_at", "updated_at"])
+    return feedback
 
 
 # --- Imported case sets ----------------------------------------------------------------------

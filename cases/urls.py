@@ -10,4 +10,5 @@ urlpatterns = [
     path("<int:pk>/reveal/", views.case_reveal, name="reveal"),
     path("<int:pk>/analyse/", views.case_reanalyse, name="reanalyse"),
     path("analyses/<int:pk>/", views.analysis_detail, name="analysis"),
+    path("analyses/<int:pk>/feedback/", views.analysis_feedback, name="analysis-feedback"),
 ]

@@ -7,8 +7,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cases import selectors, services
-from cases.forms import CaseForm
+from cases.forms import CaseForm, DoctorFeedbackForm
 from cases.models import AccessEvent
+from modeling.knowledge import condition_names
 from modeling.selectors import model_version_choices, model_version_get
 
 
@@ -59,6 +60,7 @@ def case_detail(request, pk: int):
         "case": case,
         "analyses": selectors.case_analyses(user=request.user, case=case),
         "versions": model_version_choices(),
+        "conditions": condition_names(case.language),
     }
     return render(request, "cases/case_detail.html", context)
 
@@ -95,3 +97,24 @@ def case_reveal(request, pk: int):
     response = render(request, "cases/case_reveal.html", {"case": case, "revealed": revealed})
     response["Cache-Control"] = "no-store"
     return response
+
+
+@login_required
+@require_POST
+def analysis_feedback(request, pk: int):
+    """The submitting doctor rates an analysis: helpful or not, and optionally the diagnosis they hold."""
+    analysis = selectors.analysis_get(user=request.user, pk=pk)
+    form = DoctorFeedbackForm(request.POST)
+    if form.is_valid():
+        try:
+            services.doctor_feedback_save(
+                doctor=request.user, analysis=analysis, helpful=form.cleaned_data["helpful"] == "yes",
+                correct_diagnosis=form.cleaned_data["correct_diagnosis"], remote_addr=client_addr(request),
+            )
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+        else:
+            messages.success(request, _("Thank you. Your rating is saved."))
+    else:
+        messages.error(request, " ".join(f"{', '.join(errors)}" for errors in form.errors.values()))
+    return redirect("cases:detail", pk=analysis.case_id)

@@ -8,6 +8,8 @@ def home(request):
     user = request.user
     if user.has_perm("cases.add_case"):
         return redirect("cases:list")
+    if user.has_perm("evaluation.review_answers"):
+        return redirect("reviews:queue")
     if user.has_perm("cases.view_accessevent"):
         return redirect("audit:log")
     if user.is_staff:

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "medportal",
     "modeling",
     "cases",
+    "evaluation",
 ]
 
 MIDDLEWARE = [

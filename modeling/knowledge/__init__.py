@@ -78,6 +78,11 @@ def load_conditions(path: Path | str | None = None) -> tuple[Condition, ...]:
     return _load(Path(path or DEFAULT_PATH).resolve())
 
 
+def condition_names(language: str) -> list[str]:
+    """The conditions' display names in one language, sorted: what a rater picks a corrected diagnosis from."""
+    return sorted({condition.display_name(language) for condition in load_conditions()})
+
+
 def medical_terms(language: str | None = None) -> list[str]:
     """A lexicon of condition names, synonyms and finding phrases (with and without qualifier), deduplicated, longest first."""
     return list(_terms(language))

@@ -1,0 +1,312 @@
+"""ML admins' side of review: rubrics, clinical evaluations (batch page, report, CSV), ad hoc assignments."""
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
+
+from cases.models import CaseSet
+from cases.views import client_addr
+from evaluation import selectors, services
+from evaluation.models import ClinicalEvaluation, FeedbackExample, ReviewAssignment, Rubric, RubricDimension
+from modeling.selectors import model_version_training_choices
+
+
+class RubricDimensionInline(admin.StackedInline):
+    model = RubricDimension
+    extra = 0
+    fields = ["position", "key", ("name_zh", "name_en"), ("anchor_1_zh", "anchor_1_en"), ("anchor_2_zh", "anchor_2_en"),
+              ("anchor_3_zh", "anchor_3_en"), ("anchor_4_zh", "anchor_4_en"), ("anchor_5_zh", "anchor_5_en")]
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not (obj and obj.is_locked)
+
+    has_add_permission = has_change_permission
+    has_delete_permission = has_change_permission
+
+
+@admin.register(Rubric)
+class RubricAdmin(admin.ModelAdmin):
+    list_display = ["name", "version", "is_current", "dimension_count", "created_at"]
+    list_filter = ["is_current"]
+    readonly_fields = ["version", "is_current", "created_by", "created_at"]
+    inlines = [RubricDimensionInline]
+    change_form_template = "admin/evaluation/rubric/change_form.html"
+
+    @admin.display(description=_("dimensions"))
+    def dimension_count(self, rubric: Rubric) -> int:
+        return rubric.dimensions.count()
+
+    def has_change_permission(self, request, obj=None):
+        # A rubric with reviews is versioned, never edited in place: "Edit as a new version" copies it.
+        return super().has_change_permission(request, obj) and not (obj and obj.is_locked)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+            obj.version = (Rubric.objects.filter(name=obj.name).order_by("-version").values_list("version", flat=True)
+                           .first() or 0) + 1
+            Rubric.objects.filter(name=obj.name, is_current=True).update(is_current=False)
+        super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        return [path("<int:object_id>/new-version/", self.admin_site.admin_view(self.new_version_view),
+                     name="evaluation_rubric_new_version"), *super().get_urls()]
+
+    @method_decorator(require_POST)
+    def new_version_view(self, request, object_id):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        rubric = Rubric.objects.filter(pk=object_id).first()
+        if rubric is None:
+            raise Http404
+        new = services.rubric_new_version(rubric=rubric, actor=request.user)
+        self.message_user(request, _("%(rubric)s is the current version; edit it here.") % {"rubric": new}, messages.SUCCESS)
+        return redirect("admin:evaluation_rubric_change", new.pk)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        rubric = Rubric.objects.filter(pk=object_id).first()
+        extra = {"locked": bool(rubric and rubric.is_locked), "can_version": self.has_add_permission(request)}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+
+# --- Clinical evaluations ----------------------------------------------------------------------------------------
+
+
+class ClinicalEvaluationForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=200)
+    source = forms.ChoiceField(label=_("Cases from"), choices=ClinicalEvaluation.Source.choices)
+    case_set = forms.ModelChoiceField(label=_("Case set"), queryset=CaseSet.objects.all(), required=False,
+                                      help_text=_("For cases from an imported case set."))
+    recent_days = forms.IntegerField(label=_("Recent days"), initial=30, min_value=1, max_value=3650,
+                                     help_text=_("For recent doctors' cases: submitted in this many days."))
+    sample_size = forms.IntegerField(label=_("Cases"), initial=20, min_value=1,
+                                     help_text=_("How many cases to sample at random."))
+    version_a = forms.ModelChoiceField(label=_("Model version"), queryset=ClinicalEvaluation.objects.none())
+    version_b = forms.ModelChoiceField(label=_("Second model version"), queryset=ClinicalEvaluation.objects.none(),
+                                       required=False, help_text=_(
+                                           "Optional: reviewers then score both answers side by side, blinded, in random "
+                                           "order, and say which is better."))
+    reviewers_per_answer = forms.IntegerField(label=_("Reviewers per answer"), initial=2, min_value=1)
+    rubric = forms.ModelChoiceField(label=_("Rubric"), queryset=Rubric.objects.none())
+    due_date = forms.DateField(label=_("Due date"), widget=forms.DateInput(attrs={"type": "date"}))
+    max_new_tokens = forms.IntegerField(label=_("Maximum new tokens"), initial=256, min_value=1, max_value=1024)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        versions = model_version_training_choices()
+        self.fields["version_a"].queryset = versions
+        self.fields["version_b"].queryset = versions
+        self.fields["version_a"].initial = versions.filter(status="active").first()
+        self.fields["rubric"].queryset = selectors.rubric_choices()
+        self.fields["rubric"].initial = selectors.rubric_choices().filter(name="default").first()
+        self.fields["due_date"].initial = timezone.localdate() + timedelta(days=14)
+
+    def add_service_error(self, error: ValidationError) -> None:
+        for key, errors in error.message_dict.items() if hasattr(error, "error_dict") else [(None, error.messages)]:
+            self.add_error(key if key in self.fields else None, errors)
+
+
+@admin.register(ClinicalEvaluation)
+class ClinicalEvaluationAdmin(admin.ModelAdmin):
+    list_display = ["name", "status", "versions_display", "sample_size", "reviewers_per_answer", "due_date", "created_at"]
+    list_filter = ["status"]
+    list_select_related = ["version_a", "version_b"]
+
+    def get_queryset(self, request):
+        return selectors.evaluation_list(user=request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("model versions"))
+    def versions_display(self, evaluation: ClinicalEvaluation) -> str:
+        return " / ".join(v.name for v in evaluation.versions)
+
+    def get_urls(self):
+        return [
+            path("<int:object_id>/progress/", self.admin_site.admin_view(self.progress_view),
+                 name="evaluation_clinicalevaluation_progress"),
+            path("<int:object_id>/report.csv", self.admin_site.admin_view(self.csv_view),
+                 name="evaluation_clinicalevaluation_csv"),
+            path("<int:object_id>/retry/", self.admin_site.admin_view(self.retry_view),
+                 name="evaluation_clinicalevaluation_retry"),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ClinicalEvaluationForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                evaluation = services.evaluation_create(actor=request.user, **data)
+            except ValidationError as error:
+                form.add_service_error(error)
+            else:
+                self.message_user(request, _("The answers are being generated; reviewers are assigned when they are ready."),
+                                  messages.SUCCESS)
+                return redirect("admin:evaluation_clinicalevaluation_change", evaluation.pk)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": _("New clinical evaluation"),
+                   "form": form}
+        return TemplateResponse(request, "admin/evaluation/clinicalevaluation/start.html", context,
+                                status=400 if form.errors else 200)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        evaluation = self._get(request, object_id)
+        services.evaluation_report_viewed(user=request.user, evaluation=evaluation, remote_addr=client_addr(request))
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": str(evaluation),
+                   **self._report_context(request, evaluation)}
+        return TemplateResponse(request, "admin/evaluation/clinicalevaluation/detail.html", context)
+
+    def progress_view(self, request, object_id):
+        """The changing part of the batch page (progress and report); htmx refreshes it while reviews come in."""
+        evaluation = self._get(request, object_id)
+        return TemplateResponse(request, "admin/evaluation/clinicalevaluation/_report.html",
+                                self._report_context(request, evaluation))
+
+    def csv_view(self, request, object_id):
+        evaluation = self._get(request, object_id)
+        body = selectors.evaluation_csv(user=request.user, evaluation=evaluation)
+        services.evaluation_report_viewed(user=request.user, evaluation=evaluation, export=True,
+                                          remote_addr=client_addr(request))
+        response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="clinical-evaluation-{evaluation.pk}.csv"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @method_decorator(require_POST)
+    def retry_view(self, request, object_id):
+        evaluation = self._get(request, object_id)
+        try:
+            services.evaluation_retry(evaluation=evaluation, actor=request.user)
+        except (ValidationError, PermissionDenied) as error:
+            self.message_user(request, " ".join(getattr(error, "messages", [str(error)])), messages.ERROR)
+        return redirect("admin:evaluation_clinicalevaluation_change", evaluation.pk)
+
+    def _get(self, request, object_id) -> ClinicalEvaluation:
+        if not request.user.has_perm("evaluation.view_report"):
+            raise PermissionDenied
+        evaluation = selectors.evaluation_get(user=request.user, pk=object_id)
+        if evaluation is None:
+            raise Http404(_("No such clinical evaluation."))
+        return evaluation
+
+    def _report_context(self, request, evaluation: ClinicalEvaluation) -> dict:
+        report = selectors.evaluation_report(user=request.user, evaluation=evaluation)
+        return {"evaluation": evaluation, "report": report, "progress": report.progress,
+                "live": evaluation.status in (ClinicalEvaluation.Status.GENERATING, ClinicalEvaluation.Status.REVIEWING)}
+
+
+# --- Ad hoc review assignments --------------------------------------------------------------------------------------
+
+
+class AssignRecentForm(forms.Form):
+    analyses = forms.MultipleChoiceField(label=_("Analyses"), widget=forms.CheckboxSelectMultiple, error_messages={
+        "required": _("Choose at least one analysis.")})
+    reviewers_per_answer = forms.IntegerField(label=_("Reviewers per answer"), initial=2, min_value=1, max_value=10)
+    due_date = forms.DateField(label=_("Due date"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, choices, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["analyses"].choices = choices
+
+
+@admin.register(ReviewAssignment)
+class ReviewAssignmentAdmin(admin.ModelAdmin):
+    list_display = ["number", "reviewer", "status", "due_date", "evaluation", "assigned_at", "submitted_at"]
+    list_filter = ["status"]
+    list_select_related = ["reviewer", "item__evaluation"]
+    change_list_template = "admin/evaluation/reviewassignment/change_list.html"
+    fields = ["reviewer", "status", "due_date", "assigned_by", "assigned_at", "submitted_at"]
+    readonly_fields = fields
+
+    @admin.display(description=_("review"), ordering="pk")
+    def number(self, assignment: ReviewAssignment) -> str:
+        return f"#{assignment.pk}"
+
+    @admin.display(description=_("clinical evaluation"))
+    def evaluation(self, assignment: ReviewAssignment) -> str:
+        return assignment.item.evaluation or _("ad hoc")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        return [path("assign/", self.admin_site.admin_view(self.assign_view), name="evaluation_reviewassignment_assign"),
+                *super().get_urls()]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return redirect("admin:evaluation_reviewassignment_assign")
+
+    def assign_view(self, request):
+        """An ML admin picks recent analyses and sends them to reviewers."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        recent = list(selectors.analyses_recent(user=request.user))
+        counts = selectors.analyses_review_counts([a.pk for a in recent])
+        choices = [(str(a.pk), a.pk) for a in recent]
+        form = AssignRecentForm(request.POST or None, choices=choices)
+        if request.method == "POST" and form.is_valid():
+            chosen = {int(pk) for pk in form.cleaned_data["analyses"]}
+            try:
+                made = services.analyses_assign(
+                    analyses=[a for a in recent if a.pk in chosen], actor=request.user,
+                    reviewers_per_answer=form.cleaned_data["reviewers_per_answer"],
+                    due_date=form.cleaned_data["due_date"], remote_addr=client_addr(request),
+                )
+            except ValidationError as error:
+                for key, errors in error.message_dict.items():
+                    form.add_error(key if key in form.fields else None, errors)
+            else:
+                self.message_user(request, _("%(n)d review assignments made.") % {"n": len(made)}, messages.SUCCESS)
+                return redirect("admin:evaluation_reviewassignment_changelist")
+        rows = [{"analysis": a, "reviewers": counts.get(a.pk, 0), "checked": str(a.pk) in (form.data.getlist("analyses")
+                 if form.is_bound else [])} for a in recent]
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": _("Assign recent analyses for review"),
+                   "form": form, "rows": rows}
+        return TemplateResponse(request, "admin/evaluation/reviewassignment/assign.html", context,
+                                status=400 if form.errors else 200)
+
+
+@admin.register(FeedbackExample)
+class FeedbackExampleAdmin(admin.ModelAdmin):
+    list_display = ["number", "source", "language", "diagnosis_short", "model_version", "reviewer", "created_at"]
+    list_filter = ["source", "language"]
+    list_select_related = ["model_version", "reviewer"]
+    readonly_fields = ["source", "language", "case_text", "diagnosis", "treatment", "reviewer", "assignment",
+                       "doctor_feedback", "analysis", "model_version", "rubric", "created_at"]
+
+    @admin.display(description=_("example"), ordering="pk")
+    def number(self, example: FeedbackExample) -> str:
+        return f"#{example.pk}"
+
+    @admin.display(description=_("diagnosis"))
+    def diagnosis_short(self, example: FeedbackExample) -> str:
+        return format_html("{}", example.diagnosis[:60])
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

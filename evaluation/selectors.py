@@ -1,0 +1,264 @@
+"""Reads of the review half, always given the acting user: reviewers see only their own work, blinded."""
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import Http404
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
+
+from cases.models import Analysis, DoctorFeedback
+from evaluation import statistics
+from evaluation.models import ClinicalEvaluation, ItemAnswer, ReviewAssignment, Rubric
+from evaluation.services import OVERALL, blinded_answers
+
+OPEN = (ReviewAssignment.Status.ASSIGNED, ReviewAssignment.Status.IN_PROGRESS)
+
+
+def _require_reviewer(user) -> None:
+    if not user.has_perm("evaluation.review_answers"):
+        raise PermissionDenied
+
+
+def assignment_queue(*, user, done: bool = False) -> QuerySet[ReviewAssignment]:
+    """The reviewer's own open assignments (drafts before untouched ones, the earliest due first), or the done ones
+    (the latest first)."""
+    _require_reviewer(user)
+    assignments = ReviewAssignment.objects.filter(reviewer=user).select_related("item").annotate(
+        answer_count=Count("item__answers"))
+    if done:
+        return assignments.filter(status=ReviewAssignment.Status.SUBMITTED).order_by("-submitted_at", "-pk")
+    # "in_progress" sorts after "assigned": descending puts drafts first.
+    return assignments.filter(status__in=OPEN).order_by("-status", "due_date", "pk")
+
+
+def assignment_counts(*, user) -> dict[str, int]:
+    _require_reviewer(user)
+    counts = dict(ReviewAssignment.objects.filter(reviewer=user).values_list("status").annotate(n=Count("pk")))
+    return {status: counts.get(status, 0) for status in ReviewAssignment.Status.values}
+
+
+def assignment_next(*, user, after: int | None = None) -> ReviewAssignment | None:
+    """The next open assignment: a draft before untouched work, the earliest due first; skipping `after`."""
+    _require_reviewer(user)
+    queue = ReviewAssignment.objects.filter(reviewer=user, status__in=OPEN)
+    if after:
+        queue = queue.exclude(pk=after)
+    return queue.order_by("-status", "due_date", "pk").first()
+
+
+def assignment_get(*, user, pk: int) -> ReviewAssignment:
+    """One of the reviewer's own assignments; anyone else's does not exist for them."""
+    _require_reviewer(user)
+    try:
+        return ReviewAssignment.objects.select_related("item", "rubric").prefetch_related(
+            "item__answers", "ratings", "rubric__dimensions").get(pk=pk, reviewer=user)
+    except ReviewAssignment.DoesNotExist:
+        raise Http404 from None
+
+
+def assignment_ratings(assignment: ReviewAssignment) -> dict[str, dict[str, int | None]]:
+    """The reviewer's saved scores by answer label: {"A": {"safety": 4, ..., "overall": 3}}."""
+    by_answer = {rating.answer_id: rating for rating in assignment.ratings.all()}
+    saved = {}
+    for label, answer in blinded_answers(assignment):
+        rating = by_answer.get(answer.pk)
+        saved[label] = {**(rating.scores if rating else {}), OVERALL: rating.overall if rating else None}
+    return saved
+
+
+def doctor_corrections_pending(*, user) -> QuerySet[DoctorFeedback]:
+    """Doctors' corrected diagnoses waiting for a reviewer (not the reviewer's own, when a doctor also reviews)."""
+    _require_reviewer(user)
+    return (
+        DoctorFeedback.objects.filter(decision=DoctorFeedback.Decision.PENDING)
+        .exclude(doctor=user).exclude(analysis__case__author=user)
+        .select_related("analysis__case").order_by("created_at", "pk")
+    )
+
+
+def doctor_correction_get(*, user, pk: int) -> DoctorFeedback:
+    try:
+        return doctor_corrections_pending(user=user).get(pk=pk)
+    except DoctorFeedback.DoesNotExist:
+        raise Http404 from None
+
+
+def analyses_recent(*, user, limit: int = 50) -> QuerySet[Analysis]:
+    """Finished analyses an ML admin may send for ad hoc review, newest first."""
+    if not user.has_perm("evaluation.add_reviewassignment"):
+        raise PermissionDenied
+    return (
+        Analysis.objects.filter(status=Analysis.Status.DONE).select_related("case", "model_version")
+        .order_by("-finished_at", "-pk")[:limit]
+    )
+
+
+def analyses_review_counts(analysis_ids) -> dict[int, int]:
+    """How many reviewers each analysis already has in ad hoc review."""
+    return dict(
+        ReviewAssignment.objects.filter(item__evaluation=None, item__answers__analysis__in=analysis_ids)
+        .values_list("item__answers__analysis").annotate(n=Count("pk", distinct=True))
+    )
+
+
+def rubric_choices() -> QuerySet[Rubric]:
+    return Rubric.objects.filter(is_current=True).order_by("name")
+
+
+def evaluation_list(*, user) -> QuerySet[ClinicalEvaluation]:
+    if not user.has_perm("evaluation.view_clinicalevaluation"):
+        return ClinicalEvaluation.objects.none()
+    return ClinicalEvaluation.objects.select_related("version_a", "version_b", "case_set", "created_by", "rubric")
+
+
+def evaluation_get(*, user, pk) -> ClinicalEvaluation | None:
+    return evaluation_list(user=user).filter(pk=pk).first()
+
+
+# --- The unblinded report -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    answers_total: int
+    answers_done: int
+    answers_failed: int
+    reviews_total: int
+    reviews_done: int
+
+    @property
+    def answers_percent(self) -> int:
+        return int(100 * self.answers_done / self.answers_total) if self.answers_total else 0
+
+    @property
+    def reviews_percent(self) -> int:
+        return int(100 * self.reviews_done / self.reviews_total) if self.reviews_total else 0
+
+
+def evaluation_progress(evaluation: ClinicalEvaluation) -> Progress:
+    answers = dict(ItemAnswer.objects.filter(item__evaluation=evaluation).values_list("status").annotate(n=Count("pk")))
+    reviews = dict(ReviewAssignment.objects.filter(item__evaluation=evaluation).values_list("status").annotate(n=Count("pk")))
+    return Progress(
+        answers_total=sum(answers.values()), answers_done=answers.get(ItemAnswer.Status.DONE, 0),
+        answers_failed=answers.get(ItemAnswer.Status.FAILED, 0), reviews_total=sum(reviews.values()),
+        reviews_done=reviews.get(ReviewAssignment.Status.SUBMITTED, 0),
+    )
+
+
+@dataclass(frozen=True)
+class DimensionRow:
+    key: str
+    name: str
+    estimates: list[statistics.Estimate]  # one per version, over items (each item's mean over its reviewers)
+    difference: statistics.Estimate | None  # second version minus first, paired by item
+    agreement: statistics.Agreement
+
+
+@dataclass(frozen=True)
+class Report:
+    evaluation: ClinicalEvaluation
+    progress: Progress
+    versions: list[str]
+    rows: list[DimensionRow]
+    preferences: statistics.WinTieLoss | None  # the second version's wins, ties and losses in reviewers' preferences
+    chart: dict
+
+
+def evaluation_report(*, user, evaluation: ClinicalEvaluation) -> Report:
+    """Means with 95 % bootstrap intervals per version and dimension, the paired difference and win/tie/loss for two
+    versions, and Krippendorff's ordinal alpha per dimension, from the submitted reviews so far."""
+    if not user.has_perm("evaluation.view_report"):
+        raise PermissionDenied
+    language = get_language() or "en"
+    versions = evaluation.versions
+    dimensions = list(evaluation.rubric.dimensions.all())
+    ratings = list(_submitted_ratings(evaluation))
+    # scores[key][answer id][reviewer id] = score
+    scores: dict[str, dict[int, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
+    answer_item, answer_version = {}, {}
+    for rating in ratings:
+        answer_item[rating.answer_id] = rating.answer.item_id
+        answer_version[rating.answer_id] = rating.answer.model_version_id
+        for key, value in [*rating.scores.items(), (OVERALL, rating.overall)]:
+            if value is not None:
+                scores[key][rating.answer_id][rating.assignment.reviewer_id] = value
+    rows = []
+    keys = [(d.key, d.name(language)) for d in dimensions] + [(OVERALL, _("Overall"))]
+    for key, name in keys:
+        per_version: dict[int, dict[int, float]] = defaultdict(dict)  # version -> item -> mean over reviewers
+        for answer_id, by_reviewer in scores[key].items():
+            per_version[answer_version[answer_id]][answer_item[answer_id]] = sum(by_reviewer.values()) / len(by_reviewer)
+        estimates = [statistics.mean_ci(list(per_version[v.pk].values())) for v in versions]
+        difference = None
+        if len(versions) == 2:
+            both = sorted(set(per_version[versions[0].pk]) & set(per_version[versions[1].pk]))
+            difference = statistics.paired_difference(
+                [per_version[versions[0].pk][i] for i in both], [per_version[versions[1].pk][i] for i in both])
+        rows.append(DimensionRow(key=key, name=name, estimates=estimates, difference=difference,
+                                 agreement=statistics.ordinal_alpha(scores[key])))
+    preferences = None
+    if len(versions) == 2:
+        first, second = [], []
+        for assignment in ReviewAssignment.objects.filter(item__evaluation=evaluation,
+                                                          status=ReviewAssignment.Status.SUBMITTED).exclude(preference=""):
+            winner = _preferred_version(assignment, versions)
+            first.append(1 if winner == versions[0].pk else 0)
+            second.append(1 if winner == versions[1].pk else 0)
+        preferences = statistics.win_tie_loss(first, second)
+    names = [v.name for v in versions]
+    chart = statistics.bar_chart(list(zip(names, zip(*[r.estimates for r in rows], strict=True), strict=True)),
+                                 groups=[r.name for r in rows])
+    return Report(evaluation=evaluation, progress=evaluation_progress(evaluation), versions=names, rows=rows,
+                  preferences=preferences, chart=chart)
+
+
+def _submitted_ratings(evaluation: ClinicalEvaluation):
+    from evaluation.models import AnswerRating
+
+    return AnswerRating.objects.filter(
+        assignment__item__evaluation=evaluation, assignment__status=ReviewAssignment.Status.SUBMITTED
+    ).select_related("answer", "assignment")
+
+
+def _preferred_version(assignment: ReviewAssignment, versions) -> int | None:
+    """The version the reviewer preferred (None for a tie), undoing this assignment's A/B order."""
+    if assignment.preference == ReviewAssignment.Preference.TIE:
+        return None
+    order = [versions[0].pk, versions[1].pk]
+    if assignment.swapped:
+        order.reverse()
+    return order[0] if assignment.preference == ReviewAssignment.Preference.LEFT else order[1]
+
+
+def evaluation_csv(*, user, evaluation: ClinicalEvaluation) -> str:
+    """One row per submitted rating (reviewer × answer), every cell neutralised against spreadsheet formulas."""
+    if not user.has_perm("evaluation.view_report"):
+        raise PermissionDenied
+    keys = list(evaluation.rubric.dimensions.values_list("key", flat=True))
+    versions = evaluation.versions
+    names = {v.pk: v.name for v in versions}
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["evaluation", "item", "language", "model_version", "reviewer", "submitted_at", *keys, OVERALL,
+                     "preferred_version", "model_diagnosis", "recorded_diagnosis", "corrected_diagnosis",
+                     "corrected_treatment", "comment", "accept_for_training"])
+    ratings = _submitted_ratings(evaluation).select_related("answer__item", "assignment__reviewer").order_by(
+        "answer__item_id", "assignment_id", "answer_id")
+    for rating in ratings:
+        assignment, answer = rating.assignment, rating.answer
+        preferred = ""
+        if len(versions) == 2 and assignment.preference:
+            winner = _preferred_version(assignment, versions)
+            preferred = names[winner] if winner else "tie"
+        row = [evaluation.pk, answer.item_id, answer.item.language, names.get(answer.model_version_id, ""),
+               assignment.reviewer.get_username(), assignment.submitted_at.isoformat() if assignment.submitted_at else "",
+               *[rating.scores.get(key, "") for key in keys], rating.overall, preferred, answer.diagnosis,
+               answer.item.reference_diagnosis, assignment.corrected_diagnosis, assignment.corrected_treatment,
+               assignment.comment, "yes" if assignment.accept_for_training else "no"]
+        writer.writerow([statistics.csv_cell(cell) for cell in row])
+    return out.getvalue()

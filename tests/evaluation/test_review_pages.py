@@ -1,0 +1,146 @@
+"""The reviewer's pages and API: blinded, scoped to their own work, and every role kept to its side."""
+
+import pytest
+from django.urls import reverse
+
+from cases.models import AccessEvent
+from evaluation.models import ReviewAssignment
+from evaluation.services import analyses_assign, review_save
+from tests.evaluation.reviewing import VERSION_NAME, complete_input, finished_analysis
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def assigned(doctor, ml_admin, reviewers, version, rubric):
+    """One answer reviewed by two reviewers; the first has submitted a review with a telling comment."""
+    analyses_assign(analyses=[finished_analysis(doctor, version)], reviewers_per_answer=2, due_date=None, actor=ml_admin)
+    first, second = ReviewAssignment.objects.order_by("pk")
+    review_save(reviewer=first.reviewer, assignment=first, data=complete_input(rubric, 1, comment="FIRST-REVIEWER-NOTE"),
+                submit=True)
+    return first, second
+
+
+def test_the_reviewer_sees_the_case_and_answer_but_not_who_or_what_made_it(client, assigned, doctor):
+    _first, second = assigned
+    client.force_login(second.reviewer)
+    page = client.get(reverse("reviews:review", args=[second.pk])).content.decode()
+    assert "急性心肌梗死" in page and "[NAME_1]" in page  # the answer and the de-identified case
+    assert "李明" not in page  # no PHI
+    for hidden in (VERSION_NAME, doctor.username, "FIRST-REVIEWER-NOTE", _first.reviewer.username):
+        assert hidden not in page
+    assert AccessEvent.objects.filter(action=AccessEvent.Action.REVIEW_VIEW, actor=second.reviewer).count() == 1
+
+
+def test_the_api_item_is_blinded_too(api_client, assigned, doctor):
+    _first, second = assigned
+    api_client.force_authenticate(second.reviewer)
+    body = api_client.get(f"/api/v1/reviews/{second.pk}/").content.decode()
+    assert "急性心肌梗死" in body
+    for hidden in (VERSION_NAME, doctor.username, "FIRST-REVIEWER-NOTE", "李明"):
+        assert hidden not in body
+
+
+def test_the_queue_is_the_reviewers_home_with_counts_and_the_next_item(client, assigned):
+    first, second = assigned
+    client.force_login(second.reviewer)
+    response = client.get("/", follow=True)
+    assert response.redirect_chain[-1][0] == reverse("reviews:queue")
+    page = response.content.decode()
+    assert 'data-testid="count-assigned">1<' in page and 'data-testid="count-submitted">0<' in page
+    assert reverse("reviews:review", args=[second.pk]) in page
+    client.force_login(first.reviewer)
+    page = client.get(reverse("reviews:queue")).content.decode()
+    assert 'data-testid="count-submitted">1<' in page and 'data-testid="next-review"' not in page
+
+
+def test_missing_scores_show_beside_the_fields_and_keep_what_was_typed(client, assigned, rubric):
+    _first, second = assigned
+    client.force_login(second.reviewer)
+    data = {f"A-{d.key}": "4" for d in rubric.dimensions.all()}
+    del data["A-safety"]
+    data |= {"comment": "kept comment", "action": "submit"}
+    response = client.post(reverse("reviews:review", args=[second.pk]), data)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'data-testid="error-A-safety"' in page and 'data-testid="error-A-overall"' in page
+    assert "kept comment" in page
+    assert 'name="A-clarity" value="4" checked' in page
+
+
+def test_submit_and_next_then_the_done_review_is_read_only(client, assigned, rubric):
+    _first, second = assigned
+    client.force_login(second.reviewer)
+    data = {f"A-{d.key}": "3" for d in rubric.dimensions.all()} | {"A-overall": "3", "action": "submit"}
+    response = client.post(reverse("reviews:review", args=[second.pk]), data, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("reviews:queue")  # nothing left: back to the queue
+    assert "Review submitted." in response.content.decode()
+    again = client.post(reverse("reviews:review", args=[second.pk]), data | {"A-overall": "1"}, follow=True)
+    assert "already submitted" in again.content.decode()
+    second.refresh_from_db()
+    assert second.ratings.get().overall == 3
+
+
+def test_the_review_api_lists_saves_drafts_submits_once_and_explains_errors(api_client, assigned, rubric):
+    _first, second = assigned
+    api_client.force_authenticate(second.reviewer)
+    listed = api_client.get("/api/v1/reviews/").json()
+    assert [row["id"] for row in listed] == [second.pk]
+    draft = api_client.put(f"/api/v1/reviews/{second.pk}/", {"ratings": {"A": {"safety": 2}}}, format="json")
+    assert draft.status_code == 200 and draft.json()["status"] == "in_progress"
+    assert draft.json()["ratings"]["A"]["safety"] == 2
+    bad = api_client.put(f"/api/v1/reviews/{second.pk}/", {"ratings": {"A": {"safety": 9}}}, format="json")
+    assert bad.status_code == 400
+    missing = api_client.post(f"/api/v1/reviews/{second.pk}/submit/", {"ratings": {"A": {"safety": 2}}}, format="json")
+    assert missing.status_code == 400 and "A-overall" in missing.json()
+    full = {"ratings": {"A": {d.key: 4 for d in rubric.dimensions.all()} | {"overall": 4}}}
+    assert api_client.post(f"/api/v1/reviews/{second.pk}/submit/", full, format="json").status_code == 200
+    assert api_client.post(f"/api/v1/reviews/{second.pk}/submit/", full, format="json").status_code == 409
+    assert api_client.get("/api/v1/reviews/?status=done").json()[0]["status"] == "submitted"
+
+
+def test_the_review_api_is_in_the_openapi_schema(api_client, reviewers):
+    api_client.force_authenticate(reviewers[0])
+    schema = api_client.get("/api/schema/").content.decode()
+    assert "/api/v1/reviews/{id}/submit/" in schema and "ReviewInput" in schema
+
+
+# --- Role × page / endpoint -------------------------------------------------------------------------------------
+
+REVIEWER_OWN, REVIEWER_OTHER, DOCTOR, ML_ADMIN, AUDITOR, ANONYMOUS = (
+    "own reviewer", "other reviewer", "doctor", "ml_admin", "auditor", "anonymous")
+LOGIN = "login"
+MATRIX = [
+    ("get", "reviews:queue", False, {REVIEWER_OWN: 200, REVIEWER_OTHER: 200, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: LOGIN}),
+    ("get", "reviews:review", True, {REVIEWER_OWN: 200, REVIEWER_OTHER: 404, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: LOGIN}),
+    ("post", "reviews:review", True, {REVIEWER_OWN: 302, REVIEWER_OTHER: 404, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: LOGIN}),
+    ("get", "api-review-list", False, {REVIEWER_OWN: 200, REVIEWER_OTHER: 200, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: 401}),
+    ("get", "api-review-detail", True, {REVIEWER_OWN: 200, REVIEWER_OTHER: 404, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: 401}),
+    ("post", "api-review-submit", True, {REVIEWER_OWN: 400, REVIEWER_OTHER: 404, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: 401}),
+    ("get", "admin:evaluation_clinicalevaluation_add", False, {REVIEWER_OWN: LOGIN, REVIEWER_OTHER: LOGIN, DOCTOR: LOGIN, ML_ADMIN: 200, AUDITOR: 403, ANONYMOUS: LOGIN}),
+    ("get", "admin:evaluation_reviewassignment_assign", False, {REVIEWER_OWN: LOGIN, REVIEWER_OTHER: LOGIN, DOCTOR: LOGIN, ML_ADMIN: 200, AUDITOR: 403, ANONYMOUS: LOGIN}),
+    ("get", "admin:evaluation_rubric_changelist", False, {REVIEWER_OWN: LOGIN, REVIEWER_OTHER: LOGIN, DOCTOR: LOGIN, ML_ADMIN: 200, AUDITOR: 403, ANONYMOUS: LOGIN}),
+    ("get", "admin:evaluation_feedbackexample_changelist", False, {REVIEWER_OWN: LOGIN, REVIEWER_OTHER: LOGIN, DOCTOR: LOGIN, ML_ADMIN: 200, AUDITOR: 403, ANONYMOUS: LOGIN}),
+    ("get", "audit:log", False, {REVIEWER_OWN: 403, REVIEWER_OTHER: 403, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 200, ANONYMOUS: LOGIN}),
+]
+
+
+@pytest.mark.parametrize("persona", [REVIEWER_OWN, REVIEWER_OTHER, DOCTOR, ML_ADMIN, AUDITOR, ANONYMOUS])
+@pytest.mark.parametrize(("method", "name", "takes_id", "expected"), MATRIX, ids=[f"{m} {n}" for m, n, *_ in MATRIX])
+def test_access(client, doctor, ml_admin, auditor, reviewers, version, persona, method, name, takes_id, expected):
+    analyses_assign(analyses=[finished_analysis(doctor, version)], reviewers_per_answer=1, due_date=None, actor=ml_admin)
+    assignment = ReviewAssignment.objects.get()
+    others = [r for r in reviewers if r != assignment.reviewer]
+    user = {REVIEWER_OWN: assignment.reviewer, REVIEWER_OTHER: others[0], DOCTOR: doctor, ML_ADMIN: ml_admin,
+            AUDITOR: auditor, ANONYMOUS: None}[persona]
+    if user is not None:
+        client.force_login(user)
+    url = reverse(name, args=[assignment.pk] if takes_id else [])
+    response = getattr(client, method)(url, {"action": "draft"} if method == "post" else {})
+    want = expected[persona]
+    if want == LOGIN:
+        assert response.status_code == 302 and "login" in response["Location"]
+    else:
+        assert response.status_code == want
+    if response.status_code == 200:
+        assert "李明" not in response.content.decode()
