@@ -1,5 +1,7 @@
 """Personas and finished analyses for the review tests: a doctor's case answered by a named model version."""
 
+from importlib import import_module
+
 import pytest
 from django.utils import timezone
 
@@ -26,6 +28,11 @@ def version():
 
 @pytest.fixture
 def rubric():
+    if not Rubric.objects.exists():
+        # A transactional test flushed what the data migration seeded.
+        from django.apps import apps
+
+        import_module("evaluation.migrations.0002_default_rubric_and_roles").seed(apps, None)
     return Rubric.objects.get(name="default", is_current=True)
 
 
