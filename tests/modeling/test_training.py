@@ -73,12 +73,13 @@ def test_target_modules_are_configurable_and_a_missing_one_is_named(tiny_model_d
 
 
 def test_a_few_steps_lower_the_validation_loss(tiny_model_dir, training_jsonl, tmp_path):
-    run = started(config(tiny_model_dir, training_jsonl, tmp_path, max_steps=12, eval_steps=100, learning_rate=2e-2))
+    run = started(config(tiny_model_dir, training_jsonl, tmp_path, max_steps=20, eval_steps=100, learning_rate=2e-2))
     before = run.evaluate()
     result = run.train()
 
-    assert result.best_eval_loss < before - 0.25  # nats per answer token; LoRA on q/v of a 64-wide model moves slowly
-    assert result.steps == 12 and not result.stopped
+    # nats per answer token; LoRA on q/v of a 64-wide model moves slowly (12 steps gave 0.246 here: too close to call)
+    assert result.best_eval_loss < before - 0.25
+    assert result.steps == 20 and not result.stopped
 
 
 def test_save_load_merge_gives_the_same_logits(tiny_model_dir, training_jsonl, tmp_path):
