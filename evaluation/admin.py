@@ -209,6 +209,7 @@ class ClinicalEvaluationAdmin(admin.ModelAdmin):
     def _report_context(self, request, evaluation: ClinicalEvaluation) -> dict:
         report = selectors.evaluation_report(user=request.user, evaluation=evaluation)
         return {"evaluation": evaluation, "report": report, "progress": report.progress,
+                "stalled": services.evaluation_is_stalled(evaluation),
                 "live": evaluation.status in (ClinicalEvaluation.Status.GENERATING, ClinicalEvaluation.Status.REVIEWING)}
 
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from auditlog.context import set_actor
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -475,15 +476,25 @@ def _evaluation_fail(evaluation: ClinicalEvaluation, batch: list[ItemAnswer], me
         ClinicalEvaluation.objects.filter(pk=evaluation.pk).update(status=ClinicalEvaluation.Status.FAILED, error=message)
 
 
+def evaluation_is_stalled(evaluation: ClinicalEvaluation, *, now=None) -> bool:
+    """Generating, but no answer came for MEDPORTAL_ANALYSIS_STALE_SECONDS: its worker may have died with the task."""
+    if evaluation.status != ClinicalEvaluation.Status.GENERATING:
+        return False
+    last = ItemAnswer.objects.filter(item__evaluation=evaluation).aggregate(last=Max("generated_at"))["last"]
+    quiet_since = max(filter(None, (last, evaluation.created_at)))
+    return ((now or timezone.now()) - quiet_since).total_seconds() > settings.MEDPORTAL_ANALYSIS_STALE_SECONDS
+
+
 def evaluation_retry(*, evaluation: ClinicalEvaluation, actor) -> ClinicalEvaluation:
-    """Generate the failed answers again (after the admin fixed the model version, say)."""
+    """Generate the missing answers again: after a failure (the admin fixed the model version, say), or when generation
+    has stalled (a worker killed mid-batch whose task the broker has not redelivered). The task is idempotent."""
     _require(actor, "evaluation.change_clinicalevaluation", _("Only ML admins manage clinical evaluations."))
     from evaluation.tasks import generate_answers
 
     with transaction.atomic(), set_actor(actor):
         evaluation = ClinicalEvaluation.objects.select_for_update().get(pk=evaluation.pk)
-        if evaluation.status != ClinicalEvaluation.Status.FAILED:
-            raise ValidationError(_("Only a failed evaluation can be retried."))
+        if evaluation.status != ClinicalEvaluation.Status.FAILED and not evaluation_is_stalled(evaluation):
+            raise ValidationError(_("Only a failed or stalled evaluation can be retried."))
         ItemAnswer.objects.filter(item__evaluation=evaluation, status=ItemAnswer.Status.FAILED).update(
             status=ItemAnswer.Status.QUEUED, error="")
         evaluation.status, evaluation.error = ClinicalEvaluation.Status.GENERATING, ""

@@ -114,3 +114,34 @@ def test_the_form_explains_impossible_requests_and_saves_nothing(client, ml_admi
     assert "The due date is in the past." in page
     assert 'value="Too many"' in page
     assert not ClinicalEvaluation.objects.exists()
+
+
+def test_a_stalled_batch_is_flagged_and_generation_resumes_keeping_the_answers_made(
+        client, settings, ml_admin, reviewers, rubric, case_set, two_versions):
+    first, _second = two_versions
+    evaluation = evaluation_create(name="Stalls", source="case_set", case_set=case_set, sample_size=4, version_a=first,
+                                   reviewers_per_answer=1, rubric=rubric, due_date=timezone.localdate(), actor=ml_admin)
+    # As if a worker died after two answers and its task was lost with it.
+    kept = list(ItemAnswer.objects.filter(item__evaluation=evaluation).order_by("pk")[:2])
+    ItemAnswer.objects.filter(pk__in=[a.pk for a in kept]).update(
+        status="done", diagnosis="kept answer", generated_at=timezone.now() - timedelta(hours=1))
+    ClinicalEvaluation.objects.filter(pk=evaluation.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    client.force_login(ml_admin)
+    page = client.get(reverse("admin:evaluation_clinicalevaluation_change", args=[evaluation.pk])).content.decode()
+    assert 'data-testid="evaluation-stalled"' in page and "2 of 4 answers generated" in page
+
+    with celery_worker_on("evaluation"):  # purges the lost task from the broker first
+        client.post(reverse("admin:evaluation_clinicalevaluation_retry", args=[evaluation.pk]))
+        evaluation = wait_status(evaluation)
+    assert evaluation.status == ClinicalEvaluation.Status.REVIEWING
+    assert set(ItemAnswer.objects.filter(pk__in=[a.pk for a in kept]).values_list("diagnosis", flat=True)) == {"kept answer"}
+    assert ReviewAssignment.objects.filter(item__evaluation=evaluation).count() == 4
+
+
+def test_a_running_batch_cannot_be_started_twice(client, ml_admin, reviewers, rubric, case_set, two_versions):
+    first, _second = two_versions
+    evaluation = evaluation_create(name="Fresh", source="case_set", case_set=case_set, sample_size=2, version_a=first,
+                                   reviewers_per_answer=1, rubric=rubric, due_date=timezone.localdate(), actor=ml_admin)
+    client.force_login(ml_admin)
+    page = client.post(reverse("admin:evaluation_clinicalevaluation_retry", args=[evaluation.pk]), follow=True)
+    assert "Only a failed or stalled evaluation can be retried." in page.content.decode()
