@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, QuerySet
+from django.db.models import Count, F, QuerySet
 from django.http import Http404
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
@@ -17,6 +17,8 @@ from evaluation.models import ClinicalEvaluation, ItemAnswer, ReviewAssignment, 
 from evaluation.services import OVERALL, blinded_answers
 
 OPEN = (ReviewAssignment.Status.ASSIGNED, ReviewAssignment.Status.IN_PROGRESS)
+# The earliest due first; work without a due date after all dated work (SQLite and PostgreSQL differ by default).
+DUE_FIRST = F("due_date").asc(nulls_last=True)
 
 
 def _require_reviewer(user) -> None:
@@ -33,7 +35,7 @@ def assignment_queue(*, user, done: bool = False) -> QuerySet[ReviewAssignment]:
     if done:
         return assignments.filter(status=ReviewAssignment.Status.SUBMITTED).order_by("-submitted_at", "-pk")
     # "in_progress" sorts after "assigned": descending puts drafts first.
-    return assignments.filter(status__in=OPEN).order_by("-status", "due_date", "pk")
+    return assignments.filter(status__in=OPEN).order_by("-status", DUE_FIRST, "pk")
 
 
 def assignment_counts(*, user) -> dict[str, int]:
@@ -48,7 +50,7 @@ def assignment_next(*, user, after: int | None = None) -> ReviewAssignment | Non
     queue = ReviewAssignment.objects.filter(reviewer=user, status__in=OPEN)
     if after:
         queue = queue.exclude(pk=after)
-    return queue.order_by("-status", "due_date", "pk").first()
+    return queue.order_by("-status", DUE_FIRST, "pk").first()
 
 
 def assignment_get(*, user, pk: int) -> ReviewAssignment:

@@ -144,3 +144,33 @@ def test_access(client, doctor, ml_admin, auditor, reviewers, version, persona, 
         assert response.status_code == want
     if response.status_code == 200:
         assert "李明" not in response.content.decode()
+
+
+def test_the_next_review_is_a_draft_first_then_the_earliest_due_and_undated_work_last(doctor, ml_admin, reviewers, version):
+    from datetime import date
+
+    from evaluation.selectors import assignment_next
+
+    reviewer = reviewers[0]
+
+    def assign(due, text):
+        analyses_assign(analyses=[finished_analysis(doctor, version, text=text)], reviewers_per_answer=3, due_date=due,
+                        actor=ml_admin)
+        return ReviewAssignment.objects.filter(reviewer=reviewer).latest("pk")
+
+    undated = assign(None, "发热1天。")
+    later = assign(date(2030, 3, 1), "发热2天。")
+    sooner = assign(date(2030, 2, 1), "发热3天。")
+    assert assignment_next(user=reviewer) == sooner
+    review_save(reviewer=reviewer, assignment=later, data=complete_input_partial(), submit=False)
+    assert assignment_next(user=reviewer) == later  # a draft in progress comes first
+    assert assignment_next(user=reviewer, after=later.pk) == sooner
+    from evaluation.selectors import assignment_queue
+
+    assert list(assignment_queue(user=reviewer)) == [later, sooner, undated]
+
+
+def complete_input_partial():
+    from evaluation.services import ReviewInput
+
+    return ReviewInput(ratings={"A": {"safety": 3}})
