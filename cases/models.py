@@ -147,6 +147,7 @@ class AccessEvent(models.Model):
         REVIEW_ASSIGN = "review_assign", _("Assigned an answer for review")
         REVIEW_VIEW = "review_view", _("Opened a review")
         REVIEW_SUBMIT = "review_submit", _("Submitted a review")
+        FEEDBACK_LIST = "feedback_list", _("Listed doctors' corrections")
         FEEDBACK_DECIDE = "feedback_decide", _("Decided on a doctor's correction")
         EVALUATION_REPORT_VIEW = "evaluation_report", _("Viewed an evaluation report")
         EVALUATION_EXPORT = "evaluation_export", _("Exported an evaluation report")

@@ -327,15 +327,19 @@ def doctor_feedback_save(
     if analysis.status != Analysis.Status.DONE:
         raise ValidationError(_("Only a finished analysis can be rated."))
     correct = " ".join((correct_diagnosis or "").split())
-    if len(correct) > MAX_CORRECT_DIAGNOSIS_CHARS:
+    correct = Deidentifier().deidentify(correct, analysis.case.language, echo_names=False) if correct else ""
+    if len(correct) > MAX_CORRECT_DIAGNOSIS_CHARS:  # measured after placeholders replaced names
         raise ValidationError({"correct_diagnosis": _("Keep the diagnosis under %(n)d characters.") % {
             "n": MAX_CORRECT_DIAGNOSIS_CHARS}})
-    correct = Deidentifier().deidentify(correct, analysis.case.language, echo_names=False) if correct else ""
     with transaction.atomic(), set_actor(doctor, remote_addr=remote_addr):
         feedback = DoctorFeedback.objects.select_for_update().filter(analysis=analysis).first()
         if feedback is None:
             feedback = DoctorFeedback(analysis=analysis, doctor=doctor)
         changed = feedback.correct_diagnosis != correct
+        if changed and feedback.decision == DoctorFeedback.Decision.ACCEPTED:
+            # It is training data now, with the diagnosis the reviewer accepted.
+            raise ValidationError({"correct_diagnosis": _(
+                "A reviewer has accepted your correction for training; it can no longer be changed.")})
         feedback.helpful, feedback.correct_diagnosis = helpful, correct
         if changed or feedback.pk is None:
             feedback.decision = DoctorFeedback.Decision.PENDING if correct else DoctorFeedback.Decision.NONE

@@ -120,6 +120,10 @@ class ClinicalEvaluationForm(forms.Form):
             self.add_error(key if key in self.fields else None, errors)
 
 
+# Session key: the evaluations whose report page this session opened (and so audited).
+REPORTS_SEEN = "medportal_reports_seen"
+
+
 @admin.register(ClinicalEvaluation)
 class ClinicalEvaluationAdmin(admin.ModelAdmin):
     list_display = ["name", "status", "versions_display", "sample_size", "reviewers_per_answer", "due_date", "created_at"]
@@ -168,14 +172,19 @@ class ClinicalEvaluationAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         evaluation = self._get(request, object_id)
-        services.evaluation_report_viewed(user=request.user, evaluation=evaluation, remote_addr=client_addr(request))
+        self._audit_view(request, evaluation)
         context = {**self.admin_site.each_context(request), "opts": self.opts, "title": str(evaluation),
                    **self._report_context(request, evaluation)}
         return TemplateResponse(request, "admin/evaluation/clinicalevaluation/detail.html", context)
 
     def progress_view(self, request, object_id):
-        """The changing part of the batch page (progress and report); htmx refreshes it while reviews come in."""
+        """The changing part of the batch page (progress and report); htmx refreshes it while reviews come in.
+
+        The page's own view is audited; a refresh is audited only when this session has not opened the page (someone
+        reading the report through this address alone), so polling does not write an entry every three seconds."""
         evaluation = self._get(request, object_id)
+        if evaluation.pk not in request.session.get(REPORTS_SEEN, []):
+            self._audit_view(request, evaluation)
         return TemplateResponse(request, "admin/evaluation/clinicalevaluation/_report.html",
                                 self._report_context(request, evaluation))
 
@@ -184,7 +193,8 @@ class ClinicalEvaluationAdmin(admin.ModelAdmin):
         body = selectors.evaluation_csv(user=request.user, evaluation=evaluation)
         services.evaluation_report_viewed(user=request.user, evaluation=evaluation, export=True,
                                           remote_addr=client_addr(request))
-        response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+        # The byte order mark makes Excel (Chinese Windows too) read the file as UTF-8.
+        response = HttpResponse("\ufeff" + body, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="clinical-evaluation-{evaluation.pk}.csv"'
         response["Cache-Control"] = "no-store"
         return response
@@ -197,6 +207,12 @@ class ClinicalEvaluationAdmin(admin.ModelAdmin):
         except (ValidationError, PermissionDenied) as error:
             self.message_user(request, " ".join(getattr(error, "messages", [str(error)])), messages.ERROR)
         return redirect("admin:evaluation_clinicalevaluation_change", evaluation.pk)
+
+    def _audit_view(self, request, evaluation: ClinicalEvaluation) -> None:
+        services.evaluation_report_viewed(user=request.user, evaluation=evaluation, remote_addr=client_addr(request))
+        seen = request.session.get(REPORTS_SEEN, [])
+        if evaluation.pk not in seen:
+            request.session[REPORTS_SEEN] = [*seen, evaluation.pk][-50:]
 
     def _get(self, request, object_id) -> ClinicalEvaluation:
         if not request.user.has_perm("evaluation.view_report"):
@@ -235,6 +251,19 @@ class ReviewAssignmentAdmin(admin.ModelAdmin):
     change_list_template = "admin/evaluation/reviewassignment/change_list.html"
     fields = ["reviewer", "status", "due_date", "assigned_by", "assigned_at", "submitted_at"]
     readonly_fields = fields
+    actions = ["reassign"]
+
+    @admin.action(description=_("Reassign the selected open reviews to other reviewers"), permissions=["add"])
+    def reassign(self, request, queryset):
+        try:
+            made = services.assignments_reassign(assignments=list(queryset), actor=request.user,
+                                                 remote_addr=client_addr(request))
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+        else:
+            names = ", ".join(sorted({a.reviewer.get_username() for a in made}))
+            self.message_user(request, _("%(n)d reviews reassigned (to %(names)s).") % {"n": len(made), "names": names},
+                              messages.SUCCESS)
 
     @admin.display(description=_("review"), ordering="pk")
     def number(self, assignment: ReviewAssignment) -> str:

@@ -117,6 +117,8 @@ class ClinicalEvaluation(models.Model):
                                    verbose_name=_("created by"))
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     assigned_at = models.DateTimeField(_("assigned"), null=True, blank=True)
+    # When answers were last asked for (creation or a retry): the clock a stalled generation is measured against.
+    generation_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -180,6 +182,8 @@ class ItemAnswer(models.Model):
     rationale = models.TextField(_("rationale"), blank=True)
     raw_output = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # Taken by a worker's batch; another worker leaves it alone unless the claim went stale (its worker died).
+    claimed_at = models.DateTimeField(null=True, blank=True)
     generated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

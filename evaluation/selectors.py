@@ -6,14 +6,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from cases.models import Analysis, DoctorFeedback
 from evaluation import statistics
-from evaluation.models import ClinicalEvaluation, ItemAnswer, ReviewAssignment, Rubric
+from evaluation.models import AnswerRating, ClinicalEvaluation, ItemAnswer, ReviewAssignment, ReviewItem, Rubric
 from evaluation.services import OVERALL, blinded_answers
 
 OPEN = (ReviewAssignment.Status.ASSIGNED, ReviewAssignment.Status.IN_PROGRESS)
@@ -76,9 +76,11 @@ def assignment_ratings(assignment: ReviewAssignment) -> dict[str, dict[str, int 
 def doctor_corrections_pending(*, user) -> QuerySet[DoctorFeedback]:
     """Doctors' corrected diagnoses waiting for a reviewer (not the reviewer's own, when a doctor also reviews)."""
     _require_reviewer(user)
+    # A case the reviewer scores blinded (now or later) is left out: the doctor's verdict must not colour that review.
+    reviewing = ReviewItem.objects.filter(assignments__reviewer=user, case__isnull=False).values("case")
     return (
         DoctorFeedback.objects.filter(decision=DoctorFeedback.Decision.PENDING)
-        .exclude(doctor=user).exclude(analysis__case__author=user)
+        .exclude(doctor=user).exclude(analysis__case__author=user).exclude(analysis__case__in=reviewing)
         .select_related("analysis__case").order_by("created_at", "pk")
     )
 
@@ -169,6 +171,42 @@ class Report:
     rows: list[DimensionRow]
     preferences: statistics.WinTieLoss | None  # the second version's wins, ties and losses in reviewers' preferences
     chart: dict
+    outside: list["VersionFeedback"]  # per version: what doctors and ad hoc reviews said, apart from this evaluation
+
+
+@dataclass(frozen=True)
+class VersionFeedback:
+    """What was said about a version outside clinical evaluations: doctors on their own cases, ad hoc reviews."""
+
+    version: str
+    doctor_ratings: int
+    doctor_helpful: int
+    corrections_pending: int
+    corrections_accepted: int
+    ad_hoc_overall: statistics.Estimate  # over ad hoc reviewed answers, each answer's mean over its reviewers
+
+    @property
+    def helpful_percent(self) -> int | None:
+        return round(100 * self.doctor_helpful / self.doctor_ratings) if self.doctor_ratings else None
+
+
+def version_feedback(version) -> VersionFeedback:
+    ratings = DoctorFeedback.objects.filter(analysis__model_version=version)
+    counts = ratings.aggregate(
+        total=Count("pk"), helpful=Count("pk", filter=Q(helpful=True)),
+        pending=Count("pk", filter=Q(decision=DoctorFeedback.Decision.PENDING)),
+        accepted=Count("pk", filter=Q(decision=DoctorFeedback.Decision.ACCEPTED)),
+    )
+    per_answer: dict[int, list[int]] = defaultdict(list)
+    for answer_id, overall in AnswerRating.objects.filter(
+            answer__model_version=version, answer__item__evaluation__isnull=True,
+            assignment__status=ReviewAssignment.Status.SUBMITTED, overall__isnull=False).values_list("answer", "overall"):
+        per_answer[answer_id].append(overall)
+    return VersionFeedback(
+        version=version.name, doctor_ratings=counts["total"], doctor_helpful=counts["helpful"],
+        corrections_pending=counts["pending"], corrections_accepted=counts["accepted"],
+        ad_hoc_overall=statistics.mean_ci([sum(v) / len(v) for v in per_answer.values()]),
+    )
 
 
 def evaluation_report(*, user, evaluation: ClinicalEvaluation) -> Report:
@@ -216,12 +254,10 @@ def evaluation_report(*, user, evaluation: ClinicalEvaluation) -> Report:
     chart = statistics.bar_chart(list(zip(names, zip(*[r.estimates for r in rows], strict=True), strict=True)),
                                  groups=[r.name for r in rows])
     return Report(evaluation=evaluation, progress=evaluation_progress(evaluation), versions=names, rows=rows,
-                  preferences=preferences, chart=chart)
+                  preferences=preferences, chart=chart, outside=[version_feedback(v) for v in versions])
 
 
 def _submitted_ratings(evaluation: ClinicalEvaluation):
-    from evaluation.models import AnswerRating
-
     return AnswerRating.objects.filter(
         assignment__item__evaluation=evaluation, assignment__status=ReviewAssignment.Status.SUBMITTED
     ).select_related("answer", "assignment")

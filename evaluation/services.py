@@ -83,7 +83,7 @@ def reviewers_available() -> list:
 
 def assignments_make(
     *, items: list[ReviewItem], reviewers_per_answer: int, rubric: Rubric, due_date: date | None, actor,
-    seed: int | None = None, remote_addr: str | None = None,
+    seed: int | None = None, remote_addr: str | None = None, exclude: frozenset[int] = frozenset(),
 ) -> list[ReviewAssignment]:
     """Give each item to `reviewers_per_answer` reviewers: the least loaded first, never the doctor who submitted the
     case, never a reviewer the item already has. Nothing is written unless every item can be covered."""
@@ -103,7 +103,7 @@ def assignments_make(
     for item in items:
         author = authors.get(item.case_id)
         taken = sum(1 for item_id, _r in already if item_id == item.pk)
-        eligible = [r for r in reviewers if r.pk != author and (item.pk, r.pk) not in already]
+        eligible = [r for r in reviewers if r.pk != author and r.pk not in exclude and (item.pk, r.pk) not in already]
         wanted = reviewers_per_answer - taken
         if wanted <= 0:
             continue
@@ -141,6 +141,9 @@ def analyses_assign(
     if any(analysis.status != Analysis.Status.DONE for analysis in analyses):
         raise ValidationError({"analyses": _("Only finished analyses can be reviewed.")})
     with transaction.atomic():
+        # Two admins (or a double click) assigning the same analysis at once take turns: the second finds the item the
+        # first made and adds only the reviewers it still lacks.
+        list(Analysis.objects.select_for_update().filter(pk__in=[a.pk for a in analyses]).order_by("pk"))
         items = []
         for analysis in analyses:
             answer = ItemAnswer.objects.filter(analysis=analysis, item__evaluation=None).select_related("item").first()
@@ -161,6 +164,26 @@ def analyses_assign(
             items=items, reviewers_per_answer=reviewers_per_answer, rubric=rubric, due_date=due_date, actor=actor,
             remote_addr=remote_addr,
         )
+
+
+def assignments_reassign(*, assignments: list[ReviewAssignment], actor, remote_addr: str | None = None
+                         ) -> list[ReviewAssignment]:
+    """Move open reviews (of a reviewer who left, say) to other reviewers under the same rules; a draft there is
+    dropped. Submitted reviews stay where they are. Nothing moves unless every one can."""
+    _require(actor, "evaluation.add_reviewassignment", _("Only ML admins reassign reviews."))
+    with transaction.atomic():
+        locked = list(ReviewAssignment.objects.select_for_update().filter(pk__in=[a.pk for a in assignments])
+                      .select_related("item", "reviewer", "rubric").order_by("pk"))
+        if any(a.is_submitted for a in locked):
+            raise ValidationError(_("A submitted review cannot be reassigned."))
+        made = []
+        for old in locked:
+            item, leaving = old.item, old.reviewer_id
+            old.delete()
+            made += assignments_make(items=[item], reviewers_per_answer=item.assignments.count() + 1, rubric=old.rubric,
+                                     due_date=old.due_date, actor=actor, remote_addr=remote_addr,
+                                     exclude=frozenset({leaving}))
+    return made
 
 
 def _current_rubric() -> Rubric:
@@ -221,35 +244,39 @@ def review_save(
     errors = _check_values(data, dimensions, labelled)
     if errors:
         raise ValidationError(errors)
-    with transaction.atomic():
+    missing = _missing(data, dimensions, labelled) if submit else {}
+    # One transaction under the row lock: a draft saved from another tab cannot slip in between the check and the
+    # submit. The draft is written first, so a submit refused for missing scores loses nothing that was entered.
+    with transaction.atomic(), set_actor(reviewer, remote_addr=remote_addr):
         locked = ReviewAssignment.objects.select_for_update().get(pk=assignment.pk)
         if locked.is_submitted:
             raise ReviewAlreadySubmitted(_("This review was already submitted; a submitted review cannot be changed."))
-        # The draft is saved first, so a submit refused for missing scores loses nothing that was entered.
         _write_draft(locked, data, labelled)
         locked.status = ReviewAssignment.Status.IN_PROGRESS
+        if submit and not missing:
+            locked.status, locked.submitted_at = ReviewAssignment.Status.SUBMITTED, timezone.now()
         locked.save()
-    if not submit:
-        return locked
-    missing = _missing(data, dimensions, labelled)
+        if locked.is_submitted:
+            _after_submit(locked, labelled, reviewer=reviewer, remote_addr=remote_addr)
     if missing:
         raise ValidationError(missing)
-    with transaction.atomic(), set_actor(reviewer, remote_addr=remote_addr):
-        locked = ReviewAssignment.objects.select_for_update().get(pk=assignment.pk)
-        if locked.is_submitted:  # a double click that raced the first submit
-            raise ReviewAlreadySubmitted(_("This review was already submitted; a submitted review cannot be changed."))
-        locked.status, locked.submitted_at = ReviewAssignment.Status.SUBMITTED, timezone.now()
-        locked.save()
-        if locked.accept_for_training and (locked.corrected_diagnosis or locked.corrected_treatment):
-            _feedback_from_review(locked, labelled)
-        access_record(user=reviewer, action=AccessEvent.Action.REVIEW_SUBMIT, target=f"review {locked.pk}",
-                      remote_addr=remote_addr)
-        evaluation_id = locked.item.evaluation_id
-        if evaluation_id and not ReviewAssignment.objects.filter(item__evaluation_id=evaluation_id).exclude(
-                status=ReviewAssignment.Status.SUBMITTED).exists():
-            ClinicalEvaluation.objects.filter(pk=evaluation_id, status=ClinicalEvaluation.Status.REVIEWING).update(
-                status=ClinicalEvaluation.Status.COMPLETE)
     return locked
+
+
+def _after_submit(assignment: ReviewAssignment, labelled, *, reviewer, remote_addr: str | None) -> None:
+    if assignment.accept_for_training and (assignment.corrected_diagnosis or assignment.corrected_treatment):
+        _feedback_from_review(assignment, labelled)
+    access_record(user=reviewer, action=AccessEvent.Action.REVIEW_SUBMIT, target=f"review {assignment.pk}",
+                  remote_addr=remote_addr)
+    evaluation_id = assignment.item.evaluation_id
+    if evaluation_id:
+        # Locked, so that of two last reviews submitted at once the later one sees the other and completes the batch.
+        evaluation = ClinicalEvaluation.objects.select_for_update().filter(pk=evaluation_id).first()
+        open_work = ReviewAssignment.objects.filter(item__evaluation_id=evaluation_id).exclude(
+            status=ReviewAssignment.Status.SUBMITTED)
+        if evaluation and evaluation.status == ClinicalEvaluation.Status.REVIEWING and not open_work.exists():
+            evaluation.status = ClinicalEvaluation.Status.COMPLETE
+            evaluation.save(update_fields=["status"])
 
 
 def _field(label: str, key: str) -> str:
@@ -388,7 +415,7 @@ def evaluation_create(
             name=name, source=source, case_set=case_set if source == ClinicalEvaluation.Source.CASE_SET else None,
             recent_days=recent_days, sample_size=sample_size, version_a=version_a, version_b=version_b,
             reviewers_per_answer=reviewers_per_answer, rubric=rubric, due_date=due_date, seed=seed,
-            max_new_tokens=max_new_tokens, created_by=actor,
+            max_new_tokens=max_new_tokens, created_by=actor, generation_started_at=timezone.now(),
         )
         items = ReviewItem.objects.bulk_create([_item(evaluation, case) for case in cases])
         ItemAnswer.objects.bulk_create(
@@ -426,13 +453,7 @@ def evaluation_generate(*, evaluation_id: int) -> None:
         return
     params = GenerationParams(max_new_tokens=evaluation.max_new_tokens)
     for version in evaluation.versions:
-        while True:
-            batch = list(
-                ItemAnswer.objects.filter(item__evaluation=evaluation, model_version=version, status=ItemAnswer.Status.QUEUED)
-                .select_related("item").order_by("pk")[:GENERATION_BATCH_SIZE]
-            )
-            if not batch:
-                break
+        while batch := _claim_answers(evaluation, version):
             try:
                 answers = model_answers(
                     version=version, cases=[(a.item.case_text, a.item.language) for a in batch], params=params
@@ -452,6 +473,8 @@ def evaluation_generate(*, evaluation_id: int) -> None:
                     row.status, row.generated_at = ItemAnswer.Status.DONE, now
                 ItemAnswer.objects.bulk_update(batch, ["diagnosis", "differential", "treatment", "prognosis", "rationale",
                                                        "raw_output", "status", "generated_at"])
+    if ItemAnswer.objects.filter(item__evaluation=evaluation).exclude(status=ItemAnswer.Status.DONE).exists():
+        return  # another worker is still generating some (it assigns when it finishes), or some failed
     with transaction.atomic():
         evaluation = ClinicalEvaluation.objects.select_for_update().get(pk=evaluation.pk)
         if evaluation.status != ClinicalEvaluation.Status.GENERATING or evaluation.assigned_at:
@@ -470,6 +493,22 @@ def evaluation_generate(*, evaluation_id: int) -> None:
             evaluation.save()
 
 
+def _claim_answers(evaluation: ClinicalEvaluation, version: ModelVersion) -> list[ItemAnswer]:
+    """Take the next queued answers of one version for this worker. Two workers (a redelivered task beside the first,
+    or a retry) never generate the same answer twice, unless a claim is older than the stale limit: its worker died."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.MEDPORTAL_ANALYSIS_STALE_SECONDS)
+    with transaction.atomic():
+        batch = list(
+            ItemAnswer.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(item__evaluation=evaluation, model_version=version, status=ItemAnswer.Status.QUEUED)
+            .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale))
+            .select_related("item").order_by("pk")[:GENERATION_BATCH_SIZE]
+        )
+        ItemAnswer.objects.filter(pk__in=[a.pk for a in batch]).update(claimed_at=now)
+    return batch
+
+
 def _evaluation_fail(evaluation: ClinicalEvaluation, batch: list[ItemAnswer], message: str) -> None:
     with transaction.atomic():
         ItemAnswer.objects.filter(pk__in=[a.pk for a in batch]).update(status=ItemAnswer.Status.FAILED, error=message)
@@ -480,8 +519,10 @@ def evaluation_is_stalled(evaluation: ClinicalEvaluation, *, now=None) -> bool:
     """Generating, but no answer came for MEDPORTAL_ANALYSIS_STALE_SECONDS: its worker may have died with the task."""
     if evaluation.status != ClinicalEvaluation.Status.GENERATING:
         return False
-    last = ItemAnswer.objects.filter(item__evaluation=evaluation).aggregate(last=Max("generated_at"))["last"]
-    quiet_since = max(filter(None, (last, evaluation.created_at)))
+    marks = ItemAnswer.objects.filter(item__evaluation=evaluation).aggregate(
+        generated=Max("generated_at"), claimed=Max("claimed_at"))
+    quiet_since = max(filter(None, (marks["generated"], marks["claimed"], evaluation.generation_started_at,
+                                    evaluation.created_at)))
     return ((now or timezone.now()) - quiet_since).total_seconds() > settings.MEDPORTAL_ANALYSIS_STALE_SECONDS
 
 
@@ -495,9 +536,10 @@ def evaluation_retry(*, evaluation: ClinicalEvaluation, actor) -> ClinicalEvalua
         evaluation = ClinicalEvaluation.objects.select_for_update().get(pk=evaluation.pk)
         if evaluation.status != ClinicalEvaluation.Status.FAILED and not evaluation_is_stalled(evaluation):
             raise ValidationError(_("Only a failed or stalled evaluation can be retried."))
-        ItemAnswer.objects.filter(item__evaluation=evaluation, status=ItemAnswer.Status.FAILED).update(
-            status=ItemAnswer.Status.QUEUED, error="")
+        ItemAnswer.objects.filter(item__evaluation=evaluation).exclude(status=ItemAnswer.Status.DONE).update(
+            status=ItemAnswer.Status.QUEUED, error="", claimed_at=None)
         evaluation.status, evaluation.error = ClinicalEvaluation.Status.GENERATING, ""
+        evaluation.generation_started_at = timezone.now()
         evaluation.save()
         transaction.on_commit(lambda: generate_answers.delay(evaluation.pk))
     return evaluation

@@ -8,6 +8,8 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from cases.models import AccessEvent
+from cases.services import access_record
 from cases.views import client_addr
 from evaluation import selectors, services
 from evaluation.models import ReviewAssignment
@@ -24,8 +26,11 @@ def queue(request):
         "done": selectors.assignment_queue(user=user, done=True)[:50],
         "counts": selectors.assignment_counts(user=user),
         "next": selectors.assignment_next(user=user),
-        "corrections": selectors.doctor_corrections_pending(user=user)[:20],
+        "corrections": list(selectors.doctor_corrections_pending(user=user)[:20]),
     }
+    if context["corrections"]:  # the reviewer read these doctors' de-identified cases
+        access_record(user=user, action=AccessEvent.Action.FEEDBACK_LIST, cases=[f.analysis.case for f in context["corrections"]],
+                      remote_addr=client_addr(request))
     return render(request, "evaluation/queue.html", context)
 
 
@@ -36,13 +41,16 @@ def next_review(request):
     return redirect("reviews:review", pk=following.pk) if following else redirect("reviews:queue")
 
 
+SCORE_VALUES = {"1", "2", "3", "4", "5"}
+
+
 def review_input(data) -> ReviewInput:
     """The scoring form's fields ("A-safety" = "4", ...) as the service's input; bad numbers stay for it to refuse."""
     ratings: dict[str, dict] = {}
     for name, value in data.items():
         label, dash, key = name.partition("-")
         if dash and label in services.ANSWER_LABELS and key:
-            ratings.setdefault(label, {})[key] = int(value) if value.isdigit() else (value or None)
+            ratings.setdefault(label, {})[key] = int(value) if value in SCORE_VALUES else (value or None)
     return ReviewInput(
         ratings=ratings, preference=data.get("preference", ""), corrected_diagnosis=data.get("corrected_diagnosis", ""),
         corrected_treatment=data.get("corrected_treatment", ""), comment=data.get("comment", ""),

@@ -1,5 +1,6 @@
 """A reviewer works through the queue with the keyboard alone; the ML admin's report changes as the reviews come in."""
 
+import re
 from datetime import date
 
 import pytest
@@ -83,3 +84,12 @@ def test_a_missing_score_is_marked_and_the_draft_survives(page: Page, live_serve
     expect(page.locator("input[name='A-diagnostic_accuracy'][value='2']")).to_be_checked()
     page.goto(f"{live_server.url}/reviews/")
     expect(page.get_by_test_id("count-in_progress")).to_have_text("1")
+
+
+def test_an_ml_admin_makes_a_new_version_of_a_rubric_in_use(page: Page, live_server, ml_admin, evaluation, rubric):  # noqa: F811
+    log_in_in_english(page, live_server, ml_admin)
+    page.goto(f"{live_server.url}/admin/evaluation/rubric/{rubric.pk}/change/")
+    expect(page.get_by_test_id("rubric-locked")).to_be_visible()
+    page.get_by_test_id("rubric-new-version").click()
+    expect(page.locator(".messagelist")).to_contain_text(re.compile("default v2 is the current version", re.I))
+    expect(page.locator("input[name='dimensions-0-anchor_1_en']")).to_have_value("Wrong and misleading")

@@ -73,3 +73,23 @@ def test_only_ml_admins_assign(doctor, reviewers, version):
     with pytest.raises(PermissionDenied):
         analyses_assign(analyses=[finished_analysis(doctor, version)], reviewers_per_answer=1, due_date=None,
                         actor=reviewers[0])
+
+
+def test_open_reviews_of_a_departed_reviewer_move_to_others(doctor, ml_admin, reviewers, version, rubric):
+    from evaluation.services import assignments_reassign, review_save
+    from tests.evaluation.reviewing import complete_input
+
+    analyses_assign(analyses=[finished_analysis(doctor, version, text=f"头痛{i + 1}天。") for i in range(3)],
+                    reviewers_per_answer=2, due_date=None, actor=ml_admin)
+    leaving = reviewers[0]
+    theirs = list(ReviewAssignment.objects.filter(reviewer=leaving))
+    review_save(reviewer=leaving, assignment=theirs[0], data=complete_input(rubric), submit=True)
+    with pytest.raises(ValidationError):  # a submitted review stays where it is
+        assignments_reassign(assignments=theirs, actor=ml_admin)
+    made = assignments_reassign(assignments=theirs[1:], actor=ml_admin)
+    assert len(made) == len(theirs) - 1 and all(a.reviewer != leaving for a in made)
+    assert ReviewAssignment.objects.filter(reviewer=leaving).count() == 1  # the submitted one
+    for item_id, n in Counter(ReviewAssignment.objects.values_list("item", flat=True)).items():
+        assert n == 2, item_id
+        reviewers_of_item = list(ReviewAssignment.objects.filter(item_id=item_id).values_list("reviewer", flat=True))
+        assert len(set(reviewers_of_item)) == 2

@@ -125,7 +125,8 @@ def test_a_stalled_batch_is_flagged_and_generation_resumes_keeping_the_answers_m
     kept = list(ItemAnswer.objects.filter(item__evaluation=evaluation).order_by("pk")[:2])
     ItemAnswer.objects.filter(pk__in=[a.pk for a in kept]).update(
         status="done", diagnosis="kept answer", generated_at=timezone.now() - timedelta(hours=1))
-    ClinicalEvaluation.objects.filter(pk=evaluation.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    ClinicalEvaluation.objects.filter(pk=evaluation.pk).update(created_at=an_hour_ago, generation_started_at=an_hour_ago)
     client.force_login(ml_admin)
     page = client.get(reverse("admin:evaluation_clinicalevaluation_change", args=[evaluation.pk])).content.decode()
     assert 'data-testid="evaluation-stalled"' in page and "2 of 4 answers generated" in page
@@ -145,3 +146,19 @@ def test_a_running_batch_cannot_be_started_twice(client, ml_admin, reviewers, ru
     client.force_login(ml_admin)
     page = client.post(reverse("admin:evaluation_clinicalevaluation_retry", args=[evaluation.pk]), follow=True)
     assert "Only a failed or stalled evaluation can be retried." in page.content.decode()
+
+
+def test_a_worker_takes_only_answers_no_live_worker_has_claimed(ml_admin, reviewers, rubric, case_set, two_versions):
+    from evaluation.services import _claim_answers
+
+    first, _second = two_versions
+    evaluation = evaluation_create(name="Claims", source="case_set", case_set=case_set, sample_size=12, version_a=first,
+                                   reviewers_per_answer=1, rubric=rubric, due_date=timezone.localdate(), actor=ml_admin)
+    taken = _claim_answers(evaluation, first)
+    assert len(taken) == 8
+    others = _claim_answers(evaluation, first)
+    assert len(others) == 4 and not {a.pk for a in taken} & {a.pk for a in others}
+    assert _claim_answers(evaluation, first) == []
+    # A claim older than the stale limit belonged to a worker that died: it is taken again.
+    ItemAnswer.objects.filter(pk__in=[a.pk for a in others]).update(claimed_at=timezone.now() - timedelta(hours=1))
+    assert {a.pk for a in _claim_answers(evaluation, first)} == {a.pk for a in others}

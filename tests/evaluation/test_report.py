@@ -108,7 +108,9 @@ def test_the_csv_export_neutralises_formulas_and_is_audited(client, ml_admin, ab
     client.force_login(ml_admin)
     response = client.get(reverse("admin:evaluation_clinicalevaluation_csv", args=[ab_evaluation.pk]))
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    body = response.content.decode()
+    assert body.startswith("\ufeff")  # so that Excel reads UTF-8 (Chinese text) correctly
+    rows = list(csv.DictReader(io.StringIO(body.removeprefix("\ufeff"))))
     assert len(rows) == 12  # 3 items x 2 reviewers x 2 answers
     assert all(row["comment"].startswith("'=HYPERLINK") for row in rows)
     assert all(row["recorded_diagnosis"].startswith("'=cmd") for row in rows)
@@ -123,3 +125,42 @@ def test_reviewers_and_auditors_cannot_see_reports(client, reviewers, auditor, a
             response = client.get(reverse(name, args=[ab_evaluation.pk]))
             assert response.status_code in (302, 403)
             assert "first-v1" not in response.content.decode()
+
+
+def test_polling_the_report_is_not_an_audit_entry_every_three_seconds_but_reading_it_alone_is(client, ml_admin,
+                                                                                            ab_evaluation):
+    client.force_login(ml_admin)
+    progress = reverse("admin:evaluation_clinicalevaluation_progress", args=[ab_evaluation.pk])
+    client.get(progress)  # read without opening the page: audited
+    views = AccessEvent.objects.filter(action=AccessEvent.Action.EVALUATION_REPORT_VIEW)
+    assert views.count() == 1
+    client.get(reverse("admin:evaluation_clinicalevaluation_change", args=[ab_evaluation.pk]))
+    assert views.count() == 2
+    for _ in range(3):
+        client.get(progress, headers={"X-MedPortal-Refresh": "1"})
+    assert views.count() == 2
+
+
+def test_doctors_ratings_and_ad_hoc_reviews_are_reported_apart(ml_admin, doctor, reviewers, ab_evaluation):
+    from cases.services import doctor_feedback_save
+    from evaluation.services import analyses_assign, review_save
+    from tests.evaluation.reviewing import complete_input, finished_analysis
+
+    first = ab_evaluation.version_a
+    liked, disliked = finished_analysis(doctor, first, text="咳嗽1天。"), finished_analysis(doctor, first, text="咳嗽2天。")
+    doctor_feedback_save(doctor=doctor, analysis=liked, helpful=True)
+    doctor_feedback_save(doctor=doctor, analysis=disliked, helpful=False, correct_diagnosis="肺炎")
+    for assignment in analyses_assign(analyses=[liked], reviewers_per_answer=2, due_date=None, actor=ml_admin):
+        score = 2 if assignment.reviewer == reviewers[0] else 4
+        review_save(reviewer=assignment.reviewer, assignment=assignment,
+                    data=complete_input(ab_evaluation.rubric, score), submit=True)
+    report = evaluation_report(user=ml_admin, evaluation=ab_evaluation)
+    outside = {row.version: row for row in report.outside}
+    row = outside["first-v1"]
+    assert (row.doctor_ratings, row.doctor_helpful, row.helpful_percent) == (2, 1, 50)
+    assert (row.corrections_pending, row.corrections_accepted) == (1, 0)
+    assert row.ad_hoc_overall.mean == pytest.approx(3.0) and row.ad_hoc_overall.n == 1  # (2 + 4) / 2 on one answer
+    assert outside["second-v2"].doctor_ratings == 0
+    # The blinded evaluation's own numbers are untouched by them.
+    overall = next(r for r in report.rows if r.key == "overall")
+    assert overall.estimates[0].mean == pytest.approx(10 / 3)

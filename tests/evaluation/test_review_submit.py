@@ -163,3 +163,55 @@ def test_a_rating_without_correction_waits_for_nobody(doctor, reviewers, version
     assert feedback.decision == DoctorFeedback.Decision.NONE
     with pytest.raises(ValidationError):
         doctor_feedback_decide(reviewer=reviewers[0], feedback=feedback, accept=True)
+
+
+def test_an_accepted_correction_can_no_longer_be_changed_by_the_doctor(doctor, reviewers, version):
+    analysis = finished_analysis(doctor, version)
+    feedback = doctor_feedback_save(doctor=doctor, analysis=analysis, helpful=False, correct_diagnosis="主动脉夹层")
+    doctor_feedback_decide(reviewer=reviewers[0], feedback=feedback, accept=True)
+    with pytest.raises(ValidationError) as error:
+        doctor_feedback_save(doctor=doctor, analysis=analysis, helpful=False, correct_diagnosis="肺栓塞")
+    assert "can no longer be changed" in str(error.value)
+    doctor_feedback_save(doctor=doctor, analysis=analysis, helpful=True, correct_diagnosis="主动脉夹层")  # helpful may change
+    assert FeedbackExample.objects.get().diagnosis == "主动脉夹层"
+
+
+def test_a_declined_correction_changed_by_the_doctor_waits_again_and_can_be_accepted(doctor, reviewers, version):
+    analysis = finished_analysis(doctor, version)
+    feedback = doctor_feedback_save(doctor=doctor, analysis=analysis, helpful=False, correct_diagnosis="胃炎")
+    doctor_feedback_decide(reviewer=reviewers[0], feedback=feedback, accept=False)
+    feedback = doctor_feedback_save(doctor=doctor, analysis=analysis, helpful=False, correct_diagnosis="主动脉夹层")
+    assert feedback.decision == DoctorFeedback.Decision.PENDING
+    doctor_feedback_decide(reviewer=reviewers[1], feedback=feedback, accept=True)
+    assert FeedbackExample.objects.get().diagnosis == "主动脉夹层"
+
+
+def test_a_long_correction_with_a_name_is_refused_cleanly(doctor, version):
+    analysis = finished_analysis(doctor, version)
+    with pytest.raises(ValidationError):
+        doctor_feedback_save(doctor=doctor, analysis=analysis, helpful=False, correct_diagnosis="患者李明" + "炎" * 296)
+    assert not DoctorFeedback.objects.exists()
+
+
+def test_doctors_corrections_are_hidden_from_a_reviewer_who_reviews_that_case_and_listing_them_is_audited(
+        client, doctor, ml_admin, reviewers, version):
+    analysis = finished_analysis(doctor, version)
+    doctor_feedback_save(doctor=doctor, analysis=analysis, helpful=False, correct_diagnosis="主动脉夹层")
+    analyses_assign(analyses=[analysis], reviewers_per_answer=1, due_date=None, actor=ml_admin)
+    blinded = ReviewAssignment.objects.get().reviewer
+    other = next(r for r in reviewers if r != blinded)
+    client.force_login(blinded)
+    assert 'data-testid="doctor-corrections"' not in client.get(reverse("reviews:queue")).content.decode()
+    client.force_login(other)
+    assert "主动脉夹层" in client.get(reverse("reviews:queue")).content.decode()
+    event = AccessEvent.objects.get(action=AccessEvent.Action.FEEDBACK_LIST)
+    assert event.actor == other and event.case_ids == [analysis.case.pk]
+
+
+def test_a_score_that_is_not_a_plain_digit_is_refused_not_a_crash(client, doctor, ml_admin, reviewers, version):
+    analyses_assign(analyses=[finished_analysis(doctor, version)], reviewers_per_answer=1, due_date=None, actor=ml_admin)
+    assignment = ReviewAssignment.objects.get()
+    client.force_login(assignment.reviewer)
+    for bad in ("²", "7", "x"):
+        response = client.post(reverse("reviews:review", args=[assignment.pk]), {"A-safety": bad, "action": "draft"})
+        assert response.status_code == 400 and "Choose a score from 1 to 5." in response.content.decode()
