@@ -110,33 +110,61 @@ def test_the_review_api_is_in_the_openapi_schema(api_client, reviewers):
 REVIEWER_OWN, REVIEWER_OTHER, DOCTOR, ML_ADMIN, AUDITOR, ANONYMOUS = (
     "own reviewer", "other reviewer", "doctor", "ml_admin", "auditor", "anonymous")
 LOGIN = "login"
+R, RO, D, M, A, N = REVIEWER_OWN, REVIEWER_OTHER, DOCTOR, ML_ADMIN, AUDITOR, ANONYMOUS
+# (method, url name, the object its URL names) -> expected status per persona
 MATRIX = [
-    ("get", "reviews:queue", False, {REVIEWER_OWN: 200, REVIEWER_OTHER: 200, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: LOGIN}),
-    ("get", "reviews:review", True, {REVIEWER_OWN: 200, REVIEWER_OTHER: 404, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: LOGIN}),
-    ("post", "reviews:review", True, {REVIEWER_OWN: 302, REVIEWER_OTHER: 404, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: LOGIN}),
-    ("get", "api-review-list", False, {REVIEWER_OWN: 200, REVIEWER_OTHER: 200, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: 401}),
-    ("get", "api-review-detail", True, {REVIEWER_OWN: 200, REVIEWER_OTHER: 404, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: 401}),
-    ("post", "api-review-submit", True, {REVIEWER_OWN: 400, REVIEWER_OTHER: 404, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 403, ANONYMOUS: 401}),
-    ("get", "admin:evaluation_clinicalevaluation_add", False, {REVIEWER_OWN: LOGIN, REVIEWER_OTHER: LOGIN, DOCTOR: LOGIN, ML_ADMIN: 200, AUDITOR: 403, ANONYMOUS: LOGIN}),
-    ("get", "admin:evaluation_reviewassignment_assign", False, {REVIEWER_OWN: LOGIN, REVIEWER_OTHER: LOGIN, DOCTOR: LOGIN, ML_ADMIN: 200, AUDITOR: 403, ANONYMOUS: LOGIN}),
-    ("get", "admin:evaluation_rubric_changelist", False, {REVIEWER_OWN: LOGIN, REVIEWER_OTHER: LOGIN, DOCTOR: LOGIN, ML_ADMIN: 200, AUDITOR: 403, ANONYMOUS: LOGIN}),
-    ("get", "admin:evaluation_feedbackexample_changelist", False, {REVIEWER_OWN: LOGIN, REVIEWER_OTHER: LOGIN, DOCTOR: LOGIN, ML_ADMIN: 200, AUDITOR: 403, ANONYMOUS: LOGIN}),
-    ("get", "audit:log", False, {REVIEWER_OWN: 403, REVIEWER_OTHER: 403, DOCTOR: 403, ML_ADMIN: 403, AUDITOR: 200, ANONYMOUS: LOGIN}),
+    ("get", "reviews:queue", None, {R: 200, RO: 200, D: 403, M: 403, A: 403, N: LOGIN}),
+    ("get", "reviews:next", None, {R: 302, RO: 302, D: 403, M: 403, A: 403, N: LOGIN}),
+    ("get", "reviews:review", "assignment", {R: 200, RO: 404, D: 403, M: 403, A: 403, N: LOGIN}),
+    ("post", "reviews:review", "assignment", {R: 302, RO: 404, D: 403, M: 403, A: 403, N: LOGIN}),
+    # The own reviewer reviews this case blinded, so the doctor's correction on it is not theirs to decide.
+    ("post", "reviews:correction-decide", "feedback", {R: 404, RO: 302, D: 403, M: 403, A: 403, N: LOGIN}),
+    ("post", "cases:analysis-feedback", "analysis", {R: 403, RO: 403, D: 302, M: 403, A: 403, N: LOGIN}),
+    ("get", "api-review-list", None, {R: 200, RO: 200, D: 403, M: 403, A: 403, N: 401}),
+    ("get", "api-review-detail", "assignment", {R: 200, RO: 404, D: 403, M: 403, A: 403, N: 401}),
+    ("put", "api-review-detail", "assignment", {R: 400, RO: 404, D: 403, M: 403, A: 403, N: 401}),
+    ("post", "api-review-submit", "assignment", {R: 400, RO: 404, D: 403, M: 403, A: 403, N: 401}),
+    ("get", "admin:evaluation_clinicalevaluation_add", None, {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("get", "admin:evaluation_clinicalevaluation_changelist", None, {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("get", "admin:evaluation_clinicalevaluation_change", "evaluation", {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("get", "admin:evaluation_clinicalevaluation_progress", "evaluation", {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("get", "admin:evaluation_clinicalevaluation_csv", "evaluation", {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("post", "admin:evaluation_clinicalevaluation_retry", "evaluation", {R: LOGIN, RO: LOGIN, D: LOGIN, M: 302, A: 403, N: LOGIN}),
+    ("get", "admin:evaluation_reviewassignment_changelist", None, {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("get", "admin:evaluation_reviewassignment_assign", None, {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("get", "admin:evaluation_rubric_changelist", None, {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("get", "admin:evaluation_rubric_change", "rubric", {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("post", "admin:evaluation_rubric_new_version", "rubric", {R: LOGIN, RO: LOGIN, D: LOGIN, M: 302, A: 403, N: LOGIN}),
+    ("get", "admin:evaluation_feedbackexample_changelist", None, {R: LOGIN, RO: LOGIN, D: LOGIN, M: 200, A: 403, N: LOGIN}),
+    ("get", "audit:log", None, {R: 403, RO: 403, D: 403, M: 403, A: 200, N: LOGIN}),
 ]
 
 
 @pytest.mark.parametrize("persona", [REVIEWER_OWN, REVIEWER_OTHER, DOCTOR, ML_ADMIN, AUDITOR, ANONYMOUS])
-@pytest.mark.parametrize(("method", "name", "takes_id", "expected"), MATRIX, ids=[f"{m} {n}" for m, n, *_ in MATRIX])
-def test_access(client, doctor, ml_admin, auditor, reviewers, version, persona, method, name, takes_id, expected):
-    analyses_assign(analyses=[finished_analysis(doctor, version)], reviewers_per_answer=1, due_date=None, actor=ml_admin)
+@pytest.mark.parametrize(("method", "name", "target", "expected"), MATRIX, ids=[f"{m} {n}" for m, n, *_ in MATRIX])
+def test_access(client, doctor, ml_admin, auditor, reviewers, version, rubric, persona, method, name, target, expected):
+    from datetime import date
+
+    from cases.services import doctor_feedback_save
+    from evaluation.models import ClinicalEvaluation
+
+    analysis = finished_analysis(doctor, version)
+    feedback = doctor_feedback_save(doctor=doctor, analysis=analysis, helpful=False, correct_diagnosis="主动脉夹层")
+    analyses_assign(analyses=[analysis], reviewers_per_answer=1, due_date=None, actor=ml_admin)
     assignment = ReviewAssignment.objects.get()
+    evaluation = ClinicalEvaluation.objects.create(name="matrix", sample_size=1, version_a=version, rubric=rubric,
+                                                   due_date=date(2030, 1, 1), status="failed", error="model files missing")
     others = [r for r in reviewers if r != assignment.reviewer]
     user = {REVIEWER_OWN: assignment.reviewer, REVIEWER_OTHER: others[0], DOCTOR: doctor, ML_ADMIN: ml_admin,
             AUDITOR: auditor, ANONYMOUS: None}[persona]
     if user is not None:
         client.force_login(user)
-    url = reverse(name, args=[assignment.pk] if takes_id else [])
-    response = getattr(client, method)(url, {"action": "draft"} if method == "post" else {})
+    objects = {"assignment": assignment, "evaluation": evaluation, "analysis": analysis, "feedback": feedback,
+               "rubric": rubric}
+    url = reverse(name, args=[objects[target].pk] if target else [])
+    data = {"action": "draft", "helpful": "yes", "decision": "decline"} if method == "post" else {}
+    response = getattr(client, method)(url, data, content_type="application/json") if method == "put" else \
+        getattr(client, method)(url, data)
     want = expected[persona]
     if want == LOGIN:
         assert response.status_code == 302 and "login" in response["Location"]
