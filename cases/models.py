@@ -196,6 +196,13 @@ class Analysis(models.Model):
     prognosis = models.TextField(_("prognosis"), blank=True)
     rationale = models.TextField(_("rationale"), blank=True)
     raw_output = models.TextField(blank=True)
+    # Checks made around the model (modeling.answer_quality): per section "ok", "empty" or "degenerate"; whether the
+    # written diagnosis and the ranking's first label disagree; whether the headline came from the ranking because
+    # the written diagnosis was unusable. A disagreement marks the analysis for review.
+    quality = models.JSONField(_("section quality"), default=dict, blank=True)
+    ranking_disagrees = models.BooleanField(_("text and ranking disagree"), default=False)
+    diagnosis_from_ranking = models.BooleanField(_("diagnosis from the ranking"), default=False)
+    needs_review = models.BooleanField(_("needs review"), default=False, db_index=True)
     error = models.TextField(_("error"), blank=True)
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -216,6 +223,18 @@ class Analysis(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def top_label(self) -> str:
+        return self.differential[0]["name"] if self.differential else ""
+
+    def usable(self, section: str) -> bool:
+        """Whether a section is shown as text; an empty or degenerate one reads "no usable answer"."""
+        return self.quality.get(section, "ok") == "ok"
+
+    @property
+    def unusable_sections(self) -> list[str]:
+        return [section for section, flag in self.quality.items() if flag != "ok"]
 
     @property
     def seconds(self) -> float | None:

@@ -30,6 +30,7 @@ from cases.models import (
     ImportRun,
     LabelledCase,
 )
+from modeling import answer_quality
 from modeling.models import ModelVersion
 from modeling.prompts import build_prompt, diagnosis_prompt, parse_answer
 from modeling.records import FileFormatError, Record, RowError, read_rows, record_from_row, write_records
@@ -226,6 +227,9 @@ class ModelAnswer:
     prognosis: str
     rationale: str
     raw_output: str
+    quality: dict = field(default_factory=dict)  # section -> "ok" | "empty" | "degenerate"
+    ranking_disagrees: bool = False
+    diagnosis_from_ranking: bool = False
 
 
 def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params: GenerationParams) -> list[ModelAnswer]:
@@ -241,10 +245,14 @@ def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params
     for (_text, language), prompt, generation in zip(cases, prompts, generations, strict=True):
         parsed = parse_answer(generation.text, language)
         differential = _ranked_differential(engine, diagnosis_prompt(prompt, language), version.label_set, language)
-        diagnosis = parsed.diagnosis or (differential[0]["name"] if differential else "")
+        sections = {"diagnosis": parsed.diagnosis, "treatment": parsed.treatment, "prognosis": parsed.prognosis,
+                    "rationale": parsed.rationale}
+        quality = answer_quality.section_flags(sections, language)
+        lead = answer_quality.headline(parsed.diagnosis, quality["diagnosis"], differential)
         answers.append(ModelAnswer(
-            diagnosis=diagnosis, differential=differential, treatment=parsed.treatment, prognosis=parsed.prognosis,
-            rationale=parsed.rationale, raw_output=generation.text,
+            diagnosis=lead.text, differential=differential, treatment=parsed.treatment, prognosis=parsed.prognosis,
+            rationale=parsed.rationale, raw_output=generation.text, quality=quality, ranking_disagrees=not lead.agrees,
+            diagnosis_from_ranking=lead.from_ranking,
         ))
     return answers
 
@@ -275,6 +283,9 @@ def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
             analysis.diagnosis, analysis.differential = answer.diagnosis, answer.differential
             analysis.treatment, analysis.prognosis = answer.treatment, answer.prognosis
             analysis.rationale, analysis.raw_output = answer.rationale, answer.raw_output
+            analysis.quality, analysis.ranking_disagrees = answer.quality, answer.ranking_disagrees
+            analysis.diagnosis_from_ranking = answer.diagnosis_from_ranking
+            analysis.needs_review = answer.ranking_disagrees
             analysis.status = Analysis.Status.DONE
             analysis.finished_at = finished
             analysis.save()

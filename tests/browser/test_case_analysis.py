@@ -24,3 +24,25 @@ def test_the_diagnosis_and_disclaimer_appear_on_the_case_page(page: Page, live_s
     expect(page.get_by_test_id("diagnosis")).not_to_be_empty()
     expect(page.get_by_test_id("differential").locator("li")).to_have_count(3)
     expect(page.get_by_test_id("disclaimer")).to_contain_text("not a diagnosis")
+
+
+def test_a_disagreement_and_an_unusable_section_are_plain_on_the_page(page: Page, live_server, doctor):
+    from django.utils import timezone
+
+    from cases.models import Analysis
+    from cases.services import CaseInput, case_create
+    from modeling.models import ModelVersion
+
+    case = case_create(author=doctor, data=CaseInput(texts={"chief_complaint": "Chest pain for 2 hours."}))
+    Analysis.objects.create(
+        case=case, model_version=ModelVersion.objects.create(name="v", base_model="/m"), status=Analysis.Status.DONE,
+        diagnosis="Anaphylactic shock", differential=[{"name": "Acute pericarditis", "probability": 0.6}],
+        treatment="dry dry dry drykenes", quality={"diagnosis": "ok", "treatment": "degenerate"}, ranking_disagrees=True,
+        needs_review=True, started_at=timezone.now(), finished_at=timezone.now(),
+    )
+    log_in_in_english(page, live_server, doctor)
+    page.goto(f"{live_server.url}/cases/{case.pk}/")
+    expect(page.get_by_test_id("ranking-disagrees")).to_contain_text("Anaphylactic shock")
+    expect(page.get_by_test_id("ranking-disagrees")).to_contain_text("Acute pericarditis")
+    expect(page.get_by_test_id("unusable-treatment")).to_have_text("No usable answer for this section.")
+    expect(page.locator("body")).not_to_contain_text("drykenes")

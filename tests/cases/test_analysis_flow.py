@@ -38,6 +38,9 @@ def test_a_submitted_case_is_analysed_by_the_worker(client, doctor, active_versi
     probabilities = [item["probability"] for item in analysis.differential]
     assert probabilities == sorted(probabilities, reverse=True)
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+    # The checks around the model ran: every section judged, and the headline checked against the ranking.
+    assert set(analysis.quality) == {"diagnosis", "treatment", "prognosis", "rationale"}
+    assert analysis.needs_review == analysis.ranking_disagrees
     # Chinese case: ranked among the Chinese labels only.
     assert {item["name"] for item in analysis.differential} == {"心绞痛", "支气管炎", "流感"}
     page = client.get(reverse("cases:analysis", args=[analysis.pk])).content.decode()
