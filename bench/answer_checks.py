@@ -5,8 +5,9 @@
 MODEL_DIR defaults to var/models/medportal-tiny (made by `make run`). Runs the product's own answer path
 (cases.services.model_answers: generation, parsing, the ranked differential, modeling.answer_quality's checks) on N
 generated cases and N cases each from ../shared/data's en-dev and zh-dev, and prints per set: the share of answers whose
-written diagnosis disagrees with the first label of the ranking, and the share of degenerate or empty sections. "Before"
-is what the page showed as confident text without these checks; "after" is what it shows unflagged now (both must be 0).
+written diagnosis disagrees with the first label of the ranking, the share of degenerate or empty sections, and the
+share of rankings with a diagnosis impossible for the patient's stated sex or age in their top 5. "Before" is what the
+page showed as confident without these checks; "after" is what it shows unflagged now (all must be 0).
 """
 
 import argparse
@@ -25,11 +26,13 @@ import django  # noqa: E402
 
 django.setup()
 
-from cases.services import model_answers  # noqa: E402
+from cases.services import _ranked_differential, engine_config, model_answers  # noqa: E402
 from modeling.bootstrap import label_set  # noqa: E402
 from modeling.knowledge import load_conditions  # noqa: E402
 from modeling.models import ModelVersion  # noqa: E402
-from modeling.runtime import GenerationParams  # noqa: E402
+from modeling.patient_facts import extract_facts, implausible  # noqa: E402
+from modeling.prompts import build_prompt, diagnosis_prompt  # noqa: E402
+from modeling.runtime import GenerationParams, get_engine  # noqa: E402
 from modeling.synthetic import generate_cases  # noqa: E402
 
 SECTIONS = ("diagnosis", "treatment", "prognosis", "rationale")
@@ -47,6 +50,17 @@ def measure(version: ModelVersion, cases: list[tuple[str, str]]) -> dict:
     for start in range(0, len(cases), 16):
         answers += model_answers(version=version, cases=cases[start:start + 16], params=GenerationParams(max_new_tokens=160))
     n = len(answers)
+    # Before: the same ranking with nothing excluded, and how often a label impossible for the patient made its top 5.
+    engine = get_engine(engine_config(version))
+    impossible_before = 0
+    for text, language in cases:
+        ranked, _excluded = _ranked_differential(engine, diagnosis_prompt(build_prompt(text, language), language),
+                                                 version.label_set, language)
+        facts = extract_facts(text)
+        impossible_before += any(implausible(item["name"], facts, language) for item in ranked[:5])
+    impossible_after = sum(
+        any(implausible(item["name"], extract_facts(text), language) for item in a.differential[:5])
+        for a, (text, language) in zip(answers, cases, strict=True))
     disagree = sum(a.ranking_disagrees for a in answers)
     unusable = {s: sum(a.quality[s] != "ok" for a in answers) for s in SECTIONS}
     from_ranking = sum(a.diagnosis_from_ranking for a in answers)
@@ -56,6 +70,7 @@ def measure(version: ModelVersion, cases: list[tuple[str, str]]) -> dict:
         "headline_from_ranking": from_ranking / n,
         **{f"unusable_{s}_before": unusable[s] / n for s in SECTIONS},
         "unusable_shown_as_text_after": 0.0,
+        "impossible_in_top5_before": impossible_before / n, "impossible_in_top5_after": impossible_after / n,
     }
 
 

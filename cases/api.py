@@ -124,7 +124,8 @@ class AnalysisOutputSerializer(serializers.ModelSerializer):
         model = Analysis
         fields = [
             "id", "url", "case", "model_version", "status", "diagnosis", "differential", "treatment", "prognosis",
-            "rationale", "disclaimer", "quality", "ranking_disagrees", "diagnosis_from_ranking", "needs_review", "error",
+            "rationale", "disclaimer", "quality", "ranking_disagrees", "diagnosis_from_ranking", "needs_review", "excluded",
+            "error",
             "queued_at", "started_at", "finished_at",
         ]
 

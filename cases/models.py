@@ -203,6 +203,8 @@ class Analysis(models.Model):
     ranking_disagrees = models.BooleanField(_("text and ranking disagree"), default=False)
     diagnosis_from_ranking = models.BooleanField(_("diagnosis from the ranking"), default=False)
     needs_review = models.BooleanField(_("needs review"), default=False, db_index=True)
+    # Labels left out of the ranking because they cannot fit the patient's sex or age: [{name, reason}].
+    excluded = models.JSONField(_("excluded diagnoses"), default=list, blank=True)
     error = models.TextField(_("error"), blank=True)
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -32,6 +32,7 @@ from cases.models import (
 )
 from modeling import answer_quality
 from modeling.models import ModelVersion
+from modeling.patient_facts import PatientFacts, extract_facts, implausible
 from modeling.prompts import build_prompt, diagnosis_prompt, parse_answer
 from modeling.records import FileFormatError, Record, RowError, read_rows, record_from_row, write_records
 from modeling.runtime import EngineConfig, GenerationParams, ModelLoadError, get_engine
@@ -68,25 +69,43 @@ def case_create(*, author, data: CaseInput, remote_addr: str | None = None) -> C
     language = _detect_language(list(texts.values()))
     deidentifier = Deidentifier()
     clean = {name: deidentifier.deidentify(text, language) for name, text in texts.items()}
-    age = data.age
+    # What the form left unknown is read from the note ("男，23岁", "a 54-year-old man"); the doctor can correct it.
+    stated = extract_facts("\n".join(text for text in texts.values() if text))
+    sex = data.sex if data.sex in (Case.Sex.FEMALE, Case.Sex.MALE) else (stated.sex or Case.Sex.UNKNOWN)
+    given_age = data.age if data.age is not None else (int(stated.age) if stated.age is not None else None)
+    age = given_age
     if age is not None and age > AGE_CAP - 1:
         age = AGE_CAP
     identifiers = deidentifier.identifiers()
     key = settings.MEDPORTAL_PSEUDONYM_KEY.encode()
-    original = {"texts": {name: text for name, text in texts.items() if text}, "age": data.age}
+    original = {"texts": {name: text for name, text in texts.items() if text}, "age": given_age}
     case = Case(
         author=author,
         language=language,
-        sex=data.sex or Case.Sex.UNKNOWN,
+        sex=sex,
         age=age,
         department=data.department or "",
         phi_ciphertext=encrypt_phi({"original": original, "replacements": deidentifier.replacements}),
-        phi_count=len(deidentifier.replacements) + (age != data.age),
+        phi_count=len(deidentifier.replacements) + (age != given_age),
         patient_pseudonym=pseudonym(key, *identifiers[0]) if identifiers else "",
         **clean,
     )
     with transaction.atomic(), set_actor(author, remote_addr=remote_addr):
         case.save()
+    return case
+
+
+def case_update_facts(*, user, case: Case, sex: str, age: int | None, remote_addr: str | None = None) -> Case:
+    """The doctor corrects the patient's sex and age (read from the note, or left out); the next analysis uses them."""
+    if case.author_id != user.pk:
+        raise PermissionDenied(_("Only the doctor who submitted a case can change it."))
+    if sex not in Case.Sex.values:
+        raise ValidationError({"sex": _("Choose female, male or unknown.")})
+    if age is not None and not 0 <= age <= 130:
+        raise ValidationError({"age": _("Enter an age from 0 to 130.")})
+    case.sex, case.age = sex, (AGE_CAP if age is not None and age > AGE_CAP - 1 else age)
+    with transaction.atomic(), set_actor(user, remote_addr=remote_addr):
+        case.save(update_fields=["sex", "age", "updated_at"])
     return case
 
 
@@ -207,14 +226,23 @@ def _claim_batch(analysis_id: int, *, reclaim: bool = False) -> list[Analysis]:
     return batch
 
 
-def _ranked_differential(engine, prompt: str, labels: list[str], language: str) -> list[dict]:
-    """The version's candidate diagnoses in the case's language, ranked by the model's likelihood."""
+def _ranked_differential(
+    engine, prompt: str, labels: list[str], language: str, facts: PatientFacts | None = None
+) -> tuple[list[dict], list[dict]]:
+    """The version's candidate diagnoses in the case's language, ranked by the model's likelihood, and those left out
+    because they cannot fit the patient's stated sex or age ([{name, reason}])."""
     labels = [label for label in labels if (_detect_language([label]) == language)] or labels
+    facts = facts or PatientFacts()
+    excluded = []
+    for label in labels:
+        if reason := implausible(label, facts, language):
+            excluded.append({"name": label, "reason": reason})
+    labels = [label for label in labels if label not in {e["name"] for e in excluded}]
     if not labels:
-        return []
+        return [], excluded
     probabilities = engine.score_candidates(prompt, labels)
     ranked = sorted(zip(labels, probabilities, strict=True), key=lambda pair: pair[1], reverse=True)
-    return [{"name": name, "probability": round(float(p), 4)} for name, p in ranked]
+    return [{"name": name, "probability": round(float(p), 4)} for name, p in ranked], excluded
 
 
 @dataclass(frozen=True)
@@ -230,6 +258,7 @@ class ModelAnswer:
     quality: dict = field(default_factory=dict)  # section -> "ok" | "empty" | "degenerate"
     ranking_disagrees: bool = False
     diagnosis_from_ranking: bool = False
+    excluded: list = field(default_factory=list)  # [{name, reason}]: labels that cannot fit the patient
 
 
 def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params: GenerationParams) -> list[ModelAnswer]:
@@ -242,9 +271,10 @@ def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params
     prompts = [build_prompt(text, language) for text, language in cases]
     generations = engine.generate(prompts, params)
     answers = []
-    for (_text, language), prompt, generation in zip(cases, prompts, generations, strict=True):
+    for (text, language), prompt, generation in zip(cases, prompts, generations, strict=True):
         parsed = parse_answer(generation.text, language)
-        differential = _ranked_differential(engine, diagnosis_prompt(prompt, language), version.label_set, language)
+        differential, excluded = _ranked_differential(
+            engine, diagnosis_prompt(prompt, language), version.label_set, language, extract_facts(text))
         sections = {"diagnosis": parsed.diagnosis, "treatment": parsed.treatment, "prognosis": parsed.prognosis,
                     "rationale": parsed.rationale}
         quality = answer_quality.section_flags(sections, language)
@@ -252,7 +282,7 @@ def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params
         answers.append(ModelAnswer(
             diagnosis=lead.text, differential=differential, treatment=parsed.treatment, prognosis=parsed.prognosis,
             rationale=parsed.rationale, raw_output=generation.text, quality=quality, ranking_disagrees=not lead.agrees,
-            diagnosis_from_ranking=lead.from_ranking,
+            diagnosis_from_ranking=lead.from_ranking, excluded=excluded,
         ))
     return answers
 
@@ -285,7 +315,7 @@ def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
             analysis.rationale, analysis.raw_output = answer.rationale, answer.raw_output
             analysis.quality, analysis.ranking_disagrees = answer.quality, answer.ranking_disagrees
             analysis.diagnosis_from_ranking = answer.diagnosis_from_ranking
-            analysis.needs_review = answer.ranking_disagrees
+            analysis.needs_review, analysis.excluded = answer.ranking_disagrees, answer.excluded
             analysis.status = Analysis.Status.DONE
             analysis.finished_at = finished
             analysis.save()

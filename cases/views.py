@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cases import selectors, services
 from cases.forms import CaseForm, DoctorFeedbackForm
-from cases.models import AccessEvent
+from cases.models import AccessEvent, Case
 from modeling.knowledge import condition_names
 from modeling.selectors import model_version_choices, model_version_get
 
@@ -61,6 +61,7 @@ def case_detail(request, pk: int):
         "analyses": selectors.case_analyses(user=request.user, case=case),
         "versions": model_version_choices(),
         "conditions": condition_names(case.language),
+        "sexes": Case.Sex.choices,
     }
     return render(request, "cases/case_detail.html", context)
 
@@ -118,3 +119,24 @@ def analysis_feedback(request, pk: int):
     else:
         messages.error(request, " ".join(f"{', '.join(errors)}" for errors in form.errors.values()))
     return redirect("cases:detail", pk=analysis.case_id)
+
+
+@login_required
+@require_POST
+def case_facts(request, pk: int):
+    """The doctor corrects the patient's sex and age; a re-run of the analysis uses them."""
+    case = selectors.case_get(user=request.user, pk=pk)
+    raw_age = (request.POST.get("age") or "").strip()
+    try:
+        age = int(raw_age) if raw_age else None
+    except ValueError:
+        messages.error(request, _("Enter an age from 0 to 130."))
+        return redirect("cases:detail", pk=case.pk)
+    try:
+        services.case_update_facts(user=request.user, case=case, sex=request.POST.get("sex", ""), age=age,
+                                   remote_addr=client_addr(request))
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, _("Sex and age saved. Run the analysis again to use them."))
+    return redirect("cases:detail", pk=case.pk)

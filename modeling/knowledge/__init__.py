@@ -38,6 +38,16 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Plausibility:
+    """Hard limits of who can have a condition (by definition, not by how often): outside them it is excluded."""
+
+    sex: str | None  # "F" or "M", or None for either
+    min_age: float
+    max_age: float
+    reason: dict[str, str]  # why, in both languages, as the case page shows it
+
+
+@dataclass(frozen=True)
 class Condition:
     id: str
     icd10: str
@@ -54,6 +64,7 @@ class Condition:
     treatment: dict[str, str]
     course: dict[str, str]
     differential: tuple[str, ...]
+    plausible: Plausibility | None = None
 
     def display_name(self, language: str) -> str:
         return self.name[language]
@@ -145,6 +156,7 @@ def _parse(entry: dict) -> Condition:
         treatment=_bilingual("treatment", entry["treatment"]),
         course=_bilingual("course", entry["course"]),
         differential=tuple(entry["differential"]),
+        plausible=_plausibility(entry.get("plausible")),
         **findings,
     )
     # A finding that names its own diagnosis would leak the label into every generated case.
@@ -154,6 +166,17 @@ def _parse(entry: dict) -> Condition:
             if leaked:
                 raise ValueError(f"finding {finding.text(language)!r} names the diagnosis ({leaked[0]})")
     return condition
+
+
+def _plausibility(value: dict | None) -> Plausibility | None:
+    if value is None:
+        return None
+    sex, low, high = value.get("sex"), value.get("min_age", 0), value.get("max_age", 120)
+    if sex not in (None, "F", "M"):
+        raise ValueError("plausible.sex must be F or M")
+    if not (isinstance(low, int | float) and isinstance(high, int | float) and 0 <= low <= high <= 120):
+        raise ValueError(f"plausible ages {low}..{high} are not 0 <= min <= max <= 120")
+    return Plausibility(sex=sex, min_age=low, max_age=high, reason=_bilingual("plausible.reason", value.get("reason", {})))
 
 
 def _bilingual(field: str, value: dict) -> dict[str, str]:

@@ -53,3 +53,32 @@ def test_the_api_reports_the_checks(api_client, doctor, analysis):
     body = api_client.get(url).json()
     assert body["ranking_disagrees"] is True and body["needs_review"] is True
     assert body["quality"]["treatment"] == "degenerate"
+
+
+def test_sex_and_age_left_out_of_the_form_are_read_from_the_pasted_note(doctor):
+    case = case_create(author=doctor, data=CaseInput(texts={"free_text": "男，23岁，转移性右下腹痛1天。"}))
+    assert (case.sex, case.age) == ("M", 23)
+    given = case_create(author=doctor, data=CaseInput(sex="F", age=40, texts={"free_text": "男，23岁，腹痛。"}))
+    assert (given.sex, given.age) == ("F", 40)  # what the doctor entered wins
+
+
+def test_the_doctor_corrects_sex_and_age_on_the_case_page(client, doctor, other_doctor, analysis):
+    client.force_login(doctor)
+    page = client.post(reverse("cases:facts", args=[analysis.case.pk]), {"sex": "F", "age": "31"}, follow=True)
+    assert "Sex and age saved." in page.content.decode()
+    analysis.case.refresh_from_db()
+    assert (analysis.case.sex, analysis.case.age) == ("F", 31)
+    bad = client.post(reverse("cases:facts", args=[analysis.case.pk]), {"sex": "F", "age": "abc"}, follow=True)
+    assert "Enter an age from 0 to 130." in bad.content.decode()
+    client.force_login(other_doctor)
+    assert client.post(reverse("cases:facts", args=[analysis.case.pk]), {"sex": "M", "age": "5"}).status_code == 404
+    analysis.case.refresh_from_db()
+    assert (analysis.case.sex, analysis.case.age) == ("F", 31)
+
+
+def test_excluded_diagnoses_are_listed_with_their_reason(client, doctor, analysis):
+    Analysis.objects.filter(pk=analysis.pk).update(excluded=[
+        {"name": "子痫前期", "reason": "妊娠相关疾病，仅见于育龄女性"}])
+    client.force_login(doctor)
+    page = client.get(reverse("cases:detail", args=[analysis.case.pk])).content.decode()
+    assert 'data-testid="excluded"' in page and "子痫前期" in page and "妊娠相关疾病，仅见于育龄女性" in page

@@ -141,3 +141,17 @@ def test_the_case_list_shows_the_latest_analysis_status(client, doctor, active_v
     wait_for(Case.objects.get().analyses.get())
     row = client.get(reverse("cases:list")).content.decode().split("<tbody>")[1]
     assert 'class="status done"' in row and "Done" in row
+
+
+def test_diagnoses_impossible_for_the_patient_are_left_out_of_the_ranking(client, doctor, tiny_model_dir, worker):
+    model_version_register(name="tiny-plausible", base_model=str(tiny_model_dir),
+                           label_set=["心绞痛", "子痫前期", "异位妊娠", "流感"], activate=True)
+    client.force_login(doctor)
+    client.post(reverse("cases:create"), {"free_text": "男，23岁，头痛伴血压升高2天。"})
+    case = Case.objects.get()
+    assert (case.sex, case.age) == ("M", 23)
+    analysis = wait_for(case.analyses.get())
+    assert analysis.status == Analysis.Status.DONE, analysis.error
+    assert {item["name"] for item in analysis.differential} == {"心绞痛", "流感"}
+    assert {item["name"] for item in analysis.excluded} == {"子痫前期", "异位妊娠"}
+    assert all("育龄女性" in item["reason"] for item in analysis.excluded)
