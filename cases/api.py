@@ -17,8 +17,17 @@ from modeling.runtime import GenerationParams
 from modeling.selectors import model_version_by_name
 
 
+class StrictCharField(serializers.CharField):
+    """Text only: DRF's CharField would turn 123 or true into "123" / "True"; a number where a case goes is a 400."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def _text(limit: int | None = None, help_text: str = ""):
-    return serializers.CharField(
+    return StrictCharField(
         required=False, allow_blank=True, max_length=limit or settings.MEDPORTAL_MAX_FIELD_CHARS, help_text=help_text
     )
 
@@ -46,16 +55,23 @@ class CaseOutputSerializer(serializers.ModelSerializer):
 
     url = serializers.HyperlinkedIdentityField(view_name="api-case-detail")
     age = serializers.SerializerMethodField(help_text="Ages over 89 are reported as '≥90'.")
+    status = serializers.SerializerMethodField(
+        help_text="As the case page shows it: the latest analysis's status (queued, running, done, failed), else submitted.")
+    analyses = serializers.HyperlinkedRelatedField(view_name="api-analysis-detail", many=True, read_only=True,
+                                                   help_text="The case's analyses, newest first.")
 
     class Meta:
         model = Case
         fields = [
             "id", "url", "language", "sex", "age", "department", "chief_complaint", "present_illness",
-            "past_history", "physical_exam", "tests_imaging", "free_text", "phi_count", "status", "created_at",
+            "past_history", "physical_exam", "tests_imaging", "free_text", "phi_count", "status", "analyses", "created_at",
         ]
 
     def get_age(self, case: Case) -> str | None:
         return case.age_display or None
+
+    def get_status(self, case: Case) -> str:
+        return case.progress[0]
 
 
 class CaseListCreateApi(APIView):
@@ -72,16 +88,23 @@ class CaseListCreateApi(APIView):
         )
         return paginator.get_paginated_response(CaseOutputSerializer(page, many=True, context={"request": request}).data)
 
-    @extend_schema(request=CaseInputSerializer, responses={201: CaseOutputSerializer})
+    @extend_schema(request=CaseInputSerializer, responses={201: CaseOutputSerializer},
+                   description="Saves the de-identified case and queues its analysis by the active model version, as the "
+                   "web form does; without an active version the response says so in `analysis_note`.")
     def post(self, request):
         serializer = CaseInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            case = services.case_create(author=request.user, data=serializer.to_input(), remote_addr=client_addr(request))
+            # As the web form does: the case is saved and its analysis queued by the active version.
+            case, analysis = services.case_submit(author=request.user, data=serializer.to_input(),
+                                                  remote_addr=client_addr(request))
         except DjangoValidationError as error:
             raise ValidationError(error.message_dict) from None
-        output = CaseOutputSerializer(case, context={"request": request})
-        return Response(output.data, status=status.HTTP_201_CREATED)
+        case = selectors.case_get(user=request.user, pk=case.pk)
+        output = dict(CaseOutputSerializer(case, context={"request": request}).data)
+        if analysis is None:
+            output["analysis_note"] = "No model version is active, so no analysis was started."
+        return Response(output, status=status.HTTP_201_CREATED)
 
 
 class CaseDetailApi(APIView):
@@ -95,7 +118,7 @@ class CaseDetailApi(APIView):
 
 
 class AnalyzeInputSerializer(serializers.Serializer):
-    text = serializers.CharField(max_length=settings.MEDPORTAL_MAX_FREE_TEXT_CHARS, help_text="The case, Chinese or English.")
+    text = StrictCharField(max_length=settings.MEDPORTAL_MAX_FREE_TEXT_CHARS, help_text="The case, Chinese or English.")
     max_new_tokens = serializers.IntegerField(min_value=1, max_value=1024, default=256)
     temperature = serializers.FloatField(min_value=0.0, max_value=2.0, default=0.0)
     top_p = serializers.FloatField(min_value=0.0, max_value=1.0, default=1.0, help_text="In (0, 1].")

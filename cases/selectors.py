@@ -4,7 +4,7 @@ from auditlog.models import LogEntry
 from auditlog.registry import auditlog
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.http import Http404
 
 from cases.models import AccessEvent, Analysis, Case, CaseSetExport
@@ -14,8 +14,8 @@ def case_list(*, user, query: str = "") -> QuerySet[Case]:
     """A doctor's own cases, newest first, optionally filtered by a search phrase."""
     if not user.has_perm("cases.view_case"):
         raise PermissionDenied
-    latest = Analysis.objects.filter(case=OuterRef("pk")).order_by("-queued_at", "-id").values("status")[:1]
-    cases = Case.objects.filter(author=user).annotate(latest_analysis_status=Subquery(latest))
+    cases = _with_latest_status(Case.objects.filter(author=user)).prefetch_related(
+        Prefetch("analyses", queryset=Analysis.objects.only("pk", "case_id").order_by("-queued_at", "-id")))
     query = query.strip()
     if query:
         cases = cases.filter(
@@ -32,9 +32,15 @@ def case_get(*, user, pk: int) -> Case:
     if not user.has_perm("cases.view_case"):
         raise PermissionDenied
     try:
-        return Case.objects.get(pk=pk, author=user)
+        return _with_latest_status(Case.objects.filter(author=user)).get(pk=pk)
     except Case.DoesNotExist:
         raise Http404 from None
+
+
+def _with_latest_status(cases: QuerySet[Case]) -> QuerySet[Case]:
+    """Each case with its latest analysis's status, which the page, the list and the API all show."""
+    latest = Analysis.objects.filter(case=OuterRef("pk")).order_by("-queued_at", "-id").values("status")[:1]
+    return cases.annotate(latest_analysis_status=Subquery(latest))
 
 
 def access_event_list(*, user, action: str = "", username: str = "") -> QuerySet[AccessEvent]:

@@ -112,3 +112,38 @@ def test_a_chinese_case_keeps_its_text_when_read_back(api_client, doctor):
     read = api_client.get(f"{CASES}{created['id']}/").json()
     assert read["physical_exam"] == ZH_CASE["physical_exam"]
     assert all(value not in json.dumps(read, ensure_ascii=False) for value in ZH_PHI)
+
+
+def test_a_case_posted_without_an_active_version_says_why_no_analysis_started(api_client, doctor):
+    api_client.force_authenticate(doctor)
+    body = api_client.post(CASES, {"chief_complaint": "Cough for 3 days."}, format="json").json()
+    assert body["analysis_note"] == "No model version is active, so no analysis was started."
+    assert body["status"] == "submitted" and body["analyses"] == []
+
+
+def test_a_case_posted_to_the_api_is_queued_as_the_form_queues_it(api_client, doctor):
+    from modeling.services import model_version_register
+
+    model_version_register(name="api-active", base_model="/m/not-loaded-here", label_set=[], activate=True)
+    api_client.force_authenticate(doctor)
+    body = api_client.post(CASES, {"chief_complaint": "男，23岁，咳嗽3天。"}, format="json").json()
+    case = Case.objects.get()
+    analysis = case.analyses.get()
+    assert "analysis_note" not in body
+    assert body["status"] == "queued" == analysis.status  # as the page shows it
+    assert body["analyses"] == [f"http://testserver/api/v1/analyses/{analysis.pk}/"]
+    assert (body["sex"], body["age"]) == ("M", "23")  # read from the note
+    read = api_client.get(f"{CASES}{case.pk}/").json()
+    assert read["status"] == "queued" and read["analyses"] == body["analyses"]
+    detail = api_client.get(body["analyses"][0]).json()
+    assert detail["model_version"] == "api-active" and "queued_at" in detail and "started_at" in detail
+
+
+@pytest.mark.parametrize("bad", [123, True, ["a"], {"a": 1}])
+def test_a_case_text_that_is_not_a_string_is_a_400(api_client, doctor, bad):
+    api_client.force_authenticate(doctor)
+    response = api_client.post(CASES, {"chief_complaint": bad}, format="json")
+    assert response.status_code == 400 and "chief_complaint" in response.json()
+    analyze = api_client.post("/api/v1/analyze/", {"text": bad}, format="json")
+    assert analyze.status_code == 400 and "text" in analyze.json()
+    assert not Case.objects.exists()
