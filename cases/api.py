@@ -59,12 +59,15 @@ class CaseOutputSerializer(serializers.ModelSerializer):
         help_text="As the case page shows it: the latest analysis's status (queued, running, done, failed), else submitted.")
     analyses = serializers.HyperlinkedRelatedField(view_name="api-analysis-detail", many=True, read_only=True,
                                                    help_text="The case's analyses, newest first.")
+    red_flags = serializers.SerializerMethodField(
+        help_text="Urgent findings the note shows by rule, whatever the model says: [{id, name, quotes}].")
 
     class Meta:
         model = Case
         fields = [
             "id", "url", "language", "sex", "age", "department", "chief_complaint", "present_illness",
-            "past_history", "physical_exam", "tests_imaging", "free_text", "phi_count", "status", "analyses", "created_at",
+            "past_history", "physical_exam", "tests_imaging", "free_text", "phi_count", "status", "analyses", "red_flags",
+            "created_at",
         ]
 
     def get_age(self, case: Case) -> str | None:
@@ -72,6 +75,9 @@ class CaseOutputSerializer(serializers.ModelSerializer):
 
     def get_status(self, case: Case) -> str:
         return case.progress[0]
+
+    def get_red_flags(self, case: Case) -> list[dict]:
+        return [{"id": flag.id, "name": flag.name, "quotes": list(flag.quotes)} for flag in case.red_flags]
 
 
 class CaseListCreateApi(APIView):

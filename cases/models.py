@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from modeling.prompts import DISCLAIMER
+from modeling.red_flags import find_red_flags
 
 # The structured sections of a case, in the order a clinician reads them.
 CASE_SECTIONS = (
@@ -113,6 +114,11 @@ class Case(models.Model):
         lines = ["  ".join(header)] if header else []
         lines += [f"{labels[name]}{getattr(self, name)}" for name in TEXT_FIELDS if getattr(self, name)]
         return "\n".join(lines)
+
+    @property
+    def red_flags(self):
+        """Urgent findings the note itself shows (modeling.red_flags), whatever any model says."""
+        return find_red_flags(self.model_text, self.language)
 
     @property
     def summary(self) -> str:

@@ -82,3 +82,17 @@ def test_excluded_diagnoses_are_listed_with_their_reason(client, doctor, analysi
     client.force_login(doctor)
     page = client.get(reverse("cases:detail", args=[analysis.case.pk])).content.decode()
     assert 'data-testid="excluded"' in page and "子痫前期" in page and "妊娠相关疾病，仅见于育龄女性" in page
+
+
+def test_a_red_flag_banner_quotes_the_note_on_the_case_page_and_in_the_api(client, api_client, doctor):
+    case = case_create(author=doctor, data=CaseInput(texts={
+        "chief_complaint": "胸痛2小时。", "tests_imaging": "心电图示V2-V4导联ST段抬高。"}))
+    quiet = case_create(author=doctor, data=CaseInput(texts={"chief_complaint": "咳嗽3天，否认胸痛。"}))
+    client.force_login(doctor)
+    page = client.get(reverse("cases:detail", args=[case.pk])).content.decode()
+    assert 'data-flag="st_elevation_chest_pain"' in page and "心电图示V2-V4导联ST段抬高" in page
+    assert 'data-testid="red-flag"' not in client.get(reverse("cases:detail", args=[quiet.pk])).content.decode()
+    api_client.force_authenticate(doctor)
+    flags = api_client.get(f"/api/v1/cases/{case.pk}/").json()["red_flags"]
+    assert [flag["id"] for flag in flags] == ["st_elevation_chest_pain"]
+    assert api_client.get(f"/api/v1/cases/{quiet.pk}/").json()["red_flags"] == []
