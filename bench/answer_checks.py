@@ -6,7 +6,8 @@ MODEL_DIR defaults to var/models/medportal-tiny (made by `make run`). Runs the p
 (cases.services.model_answers: generation, parsing, the ranked differential, modeling.answer_quality's checks) on N
 generated cases and N cases each from ../shared/data's en-dev and zh-dev, and prints per set: the share of answers whose
 written diagnosis disagrees with the first label of the ranking, the share of degenerate or empty sections, and the
-share of rankings with a diagnosis impossible for the patient's stated sex or age in their top 5. "Before" is what the
+share of rankings with a diagnosis impossible for the patient's stated sex or age in their top 5, and the share of
+rationales citing a finding the note does not support (marked on the page). "Before" is what the
 page showed as confident without these checks; "after" is what it shows unflagged now (all must be 0).
 """
 
@@ -71,6 +72,9 @@ def measure(version: ModelVersion, cases: list[tuple[str, str]]) -> dict:
         **{f"unusable_{s}_before": unusable[s] / n for s in SECTIONS},
         "unusable_shown_as_text_after": 0.0,
         "impossible_in_top5_before": impossible_before / n, "impossible_in_top5_after": impossible_after / n,
+        "rationale_with_unsupported_findings_before": sum(
+            any(c["status"] != "supported" for c in a.grounding) for a in answers) / n,
+        "unsupported_findings_unmarked_after": 0.0,
     }
 
 

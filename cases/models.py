@@ -211,6 +211,9 @@ class Analysis(models.Model):
     needs_review = models.BooleanField(_("needs review"), default=False, db_index=True)
     # Labels left out of the ranking because they cannot fit the patient's sex or age: [{name, reason}].
     excluded = models.JSONField(_("excluded diagnoses"), default=list, blank=True)
+    # Findings the rationale cites and what the note says of them: [{finding, status}], status supported |
+    # contradicted (the note negates it) | unsupported (the note does not mention it).
+    grounding = models.JSONField(_("rationale findings"), default=list, blank=True)
     error = models.TextField(_("error"), blank=True)
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -239,6 +242,11 @@ class Analysis(models.Model):
     def usable(self, section: str) -> bool:
         """Whether a section is shown as text; an empty or degenerate one reads "no usable answer"."""
         return self.quality.get(section, "ok") == "ok"
+
+    @property
+    def ungrounded(self) -> list[dict]:
+        """What the rationale cites that the note does not support."""
+        return [claim for claim in self.grounding if claim.get("status") != "supported"]
 
     @property
     def unusable_sections(self) -> list[str]:

@@ -31,6 +31,7 @@ from cases.models import (
     LabelledCase,
 )
 from modeling import answer_quality
+from modeling.grounding import check_rationale
 from modeling.models import ModelVersion
 from modeling.patient_facts import PatientFacts, extract_facts, implausible
 from modeling.prompts import build_prompt, diagnosis_prompt, parse_answer
@@ -259,6 +260,7 @@ class ModelAnswer:
     ranking_disagrees: bool = False
     diagnosis_from_ranking: bool = False
     excluded: list = field(default_factory=list)  # [{name, reason}]: labels that cannot fit the patient
+    grounding: list = field(default_factory=list)  # [{finding, status}]: the rationale's findings against the note
 
 
 def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params: GenerationParams) -> list[ModelAnswer]:
@@ -283,6 +285,8 @@ def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params
             diagnosis=lead.text, differential=differential, treatment=parsed.treatment, prognosis=parsed.prognosis,
             rationale=parsed.rationale, raw_output=generation.text, quality=quality, ranking_disagrees=not lead.agrees,
             diagnosis_from_ranking=lead.from_ranking, excluded=excluded,
+            grounding=[{"finding": claim.finding, "status": claim.status}
+                       for claim in check_rationale(parsed.rationale, text, language)],
         ))
     return answers
 
@@ -316,6 +320,7 @@ def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
             analysis.quality, analysis.ranking_disagrees = answer.quality, answer.ranking_disagrees
             analysis.diagnosis_from_ranking = answer.diagnosis_from_ranking
             analysis.needs_review, analysis.excluded = answer.ranking_disagrees, answer.excluded
+            analysis.grounding = answer.grounding
             analysis.status = Analysis.Status.DONE
             analysis.finished_at = finished
             analysis.save()

@@ -11,22 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from modeling.negation import CLAUSE, negated
+
 RULES_PATH = Path(__file__).with_name("knowledge") / "red_flags.json"
-
-# A clause: what lies between these marks. A finding and its negation are read within one clause.
-_CLAUSE = re.compile(r"(?:[^。；;\n.!?！？]|\.(?!\s|\Z))+")  # a decimal point ("88.5%") ends no clause
-# Chinese negation: a cue at most four characters before the finding ("无明显反跳痛", "否认胸痛、胸闷"), or a negative
-# result right after it ("反跳痛（-）", "颈强直阴性", "反跳痛：无"). "无明显诱因出现胸痛" is not a negation: too far.
-_ZH_CUE_BEFORE = re.compile(
-    r"(?:无|否认|未见|未及|未闻及|没有|不伴|未出现)[^，,、]{0,4}\Z"  # "无明显反跳痛"
-    r"|(?:无|否认|未见|没有|不伴)[^，,]{0,4}、[^，,]{0,4}\Z"  # "否认胸痛、胸闷": a list after the cue
-)
-_ZH_NEGATIVE_AFTER = re.compile(r"\A\s*(?:[（(]\s*[-－—]\s*[）)]|阴性|[:：]\s*(?:无|阴性|[-－]))")
-# English: a cue within five words before the finding in the same clause, or a negative result right after it.
-_EN_CUE_BEFORE = re.compile(
-    r"\b(?:no|not|without|denies|denied|negative for|absence of|absent|free of|nor)\b(?:\W+\w+){0,5}\W*\Z", re.IGNORECASE)
-_EN_NEGATIVE_AFTER = re.compile(r"\A\s*(?:[:=]\s*)?(?:\(\s*-\s*\)|negative\b|absent\b|not present\b|none\b)", re.IGNORECASE)
-
 
 @dataclass(frozen=True)
 class RedFlag:
@@ -65,20 +52,14 @@ def find_red_flags(text: str, language: str) -> list[RedFlag]:
 
 
 def _affirmed(text: str, patterns: list[re.Pattern], below: float | None) -> str | None:
-    for clause in _CLAUSE.finditer(text):
+    for clause in CLAUSE.finditer(text):
         body = clause.group(0)
         for pattern in patterns:
             for match in pattern.finditer(body):
                 if below is not None and float(match.group("value")) >= below:
                     continue
-                if _negated(body[: match.start()], body[match.end():]):
+                if negated(body[: match.start()], body[match.end():]):
                     continue
                 return body.strip()[:160]
     return None
 
-
-def _negated(before: str, after: str) -> bool:
-    return bool(
-        _ZH_CUE_BEFORE.search(before) or _ZH_NEGATIVE_AFTER.search(after)
-        or _EN_CUE_BEFORE.search(before) or _EN_NEGATIVE_AFTER.search(after)
-    )

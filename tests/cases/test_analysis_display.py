@@ -96,3 +96,14 @@ def test_a_red_flag_banner_quotes_the_note_on_the_case_page_and_in_the_api(clien
     flags = api_client.get(f"/api/v1/cases/{case.pk}/").json()["red_flags"]
     assert [flag["id"] for flag in flags] == ["st_elevation_chest_pain"]
     assert api_client.get(f"/api/v1/cases/{quiet.pk}/").json()["red_flags"] == []
+
+
+def test_rationale_findings_the_note_does_not_support_are_marked(client, doctor, analysis):
+    Analysis.objects.filter(pk=analysis.pk).update(rationale="胸痛伴发热、腹泻。", quality={}, grounding=[
+        {"finding": "胸痛", "status": "supported"}, {"finding": "发热", "status": "contradicted"},
+        {"finding": "腹泻", "status": "unsupported"}])
+    client.force_login(doctor)
+    page = client.get(reverse("cases:detail", args=[analysis.case.pk])).content.decode()
+    assert 'data-testid="ungrounded"' in page
+    assert "“发热”: the note says it is absent." in page and "“腹泻”: not in the note." in page
+    assert "“胸痛”" not in page

@@ -41,6 +41,7 @@ def test_a_submitted_case_is_analysed_by_the_worker(client, doctor, active_versi
     # The checks around the model ran: every section judged, and the headline checked against the ranking.
     assert set(analysis.quality) == {"diagnosis", "treatment", "prognosis", "rationale"}
     assert analysis.needs_review == analysis.ranking_disagrees
+    assert all(claim["status"] in ("supported", "contradicted", "unsupported") for claim in analysis.grounding)
     # Chinese case: ranked among the Chinese labels only.
     assert {item["name"] for item in analysis.differential} == {"心绞痛", "支气管炎", "流感"}
     page = client.get(reverse("cases:analysis", args=[analysis.pk])).content.decode()
