@@ -150,8 +150,8 @@ def test_doctors_ratings_and_ad_hoc_reviews_are_reported_apart(ml_admin, doctor,
     liked, disliked = finished_analysis(doctor, first, text="咳嗽1天。"), finished_analysis(doctor, first, text="咳嗽2天。")
     doctor_feedback_save(doctor=doctor, analysis=liked, helpful=True)
     doctor_feedback_save(doctor=doctor, analysis=disliked, helpful=False, correct_diagnosis="肺炎")
-    for assignment in analyses_assign(analyses=[liked], reviewers_per_answer=2, due_date=None, actor=ml_admin):
-        score = 2 if assignment.reviewer == reviewers[0] else 4
+    for assignment, score in zip(analyses_assign(analyses=[liked], reviewers_per_answer=2, due_date=None, actor=ml_admin),
+                                 (2, 4), strict=True):
         review_save(reviewer=assignment.reviewer, assignment=assignment,
                     data=complete_input(ab_evaluation.rubric, score), submit=True)
     report = evaluation_report(user=ml_admin, evaluation=ab_evaluation)
