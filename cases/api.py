@@ -154,7 +154,7 @@ class AnalysisOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id", "url", "case", "model_version", "status", "diagnosis", "differential", "treatment", "prognosis",
             "rationale", "disclaimer", "quality", "ranking_disagrees", "diagnosis_from_ranking", "needs_review", "excluded",
-            "grounding", "error",
+            "grounding", "uncertain", "error",
             "queued_at", "started_at", "finished_at",
         ]
 

@@ -209,6 +209,8 @@ class Analysis(models.Model):
     ranking_disagrees = models.BooleanField(_("text and ranking disagree"), default=False)
     diagnosis_from_ranking = models.BooleanField(_("diagnosis from the ranking"), default=False)
     needs_review = models.BooleanField(_("needs review"), default=False, db_index=True)
+    # The top-ranked diagnosis is less likely than the version's confidence threshold: the page asserts none.
+    uncertain = models.BooleanField(_("uncertain"), default=False)
     # Labels left out of the ranking because they cannot fit the patient's sex or age: [{name, reason}].
     excluded = models.JSONField(_("excluded diagnoses"), default=list, blank=True)
     # Findings the rationale cites and what the note says of them: [{finding, status}], status supported |
@@ -242,6 +244,11 @@ class Analysis(models.Model):
     def usable(self, section: str) -> bool:
         """Whether a section is shown as text; an empty or degenerate one reads "no usable answer"."""
         return self.quality.get(section, "ok") == "ok"
+
+    @property
+    def leading(self) -> list[dict]:
+        """The candidates an uncertain answer lists instead of asserting one."""
+        return self.differential[:3]
 
     @property
     def ungrounded(self) -> list[dict]:

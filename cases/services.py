@@ -31,6 +31,7 @@ from cases.models import (
     LabelledCase,
 )
 from modeling import answer_quality
+from modeling.calibration import Calibration, choose_threshold
 from modeling.grounding import check_rationale
 from modeling.models import ModelVersion
 from modeling.patient_facts import PatientFacts, extract_facts, implausible
@@ -38,6 +39,7 @@ from modeling.prompts import build_prompt, diagnosis_prompt, parse_answer
 from modeling.records import FileFormatError, Record, RowError, read_rows, record_from_row, write_records
 from modeling.runtime import EngineConfig, GenerationParams, ModelLoadError, get_engine
 from modeling.selectors import model_version_active
+from modeling.services import model_version_calibrate
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +263,7 @@ class ModelAnswer:
     diagnosis_from_ranking: bool = False
     excluded: list = field(default_factory=list)  # [{name, reason}]: labels that cannot fit the patient
     grounding: list = field(default_factory=list)  # [{finding, status}]: the rationale's findings against the note
+    uncertain: bool = False  # the ranking's first label is below the version's confidence threshold
 
 
 def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params: GenerationParams) -> list[ModelAnswer]:
@@ -287,8 +290,38 @@ def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params
             diagnosis_from_ranking=lead.from_ranking, excluded=excluded,
             grounding=[{"finding": claim.finding, "status": claim.status}
                        for claim in check_rationale(parsed.rationale, text, language)],
+            uncertain=is_uncertain(differential, version.confidence_threshold),
         ))
     return answers
+
+
+def version_calibrate(*, version: ModelVersion, case_set: CaseSet, target_accuracy: float = 0.9, limit: int = 500,
+                      actor=None) -> Calibration:
+    """Choose a version's abstention threshold on a labelled case set (validation cases, never the training ones):
+    each case is ranked as an analysis would rank it, and its top label is right when it names the recorded diagnosis."""
+    cases = list(LabelledCase.objects.filter(case_set=case_set).order_by("pk")[:limit])
+    if not cases:
+        raise ValidationError({"case_set": _("The case set has no cases.")})
+    if not version.label_set:
+        raise ValidationError({"model_version": _("The version has no label set to rank.")})
+    engine = get_engine(engine_config(version))
+    scored = []
+    for case in cases:
+        prompt = diagnosis_prompt(build_prompt(case.text, case.language), case.language)
+        ranked, _excluded = _ranked_differential(engine, prompt, version.label_set, case.language, extract_facts(case.text))
+        top = ranked[0] if ranked else {"name": "", "probability": 0.0}
+        scored.append((top["probability"], answer_quality.concept(top["name"]) == answer_quality.concept(case.diagnosis)))
+    calibration = choose_threshold(scored, target_accuracy=target_accuracy)
+    model_version_calibrate(version=version, calibration={**calibration.to_dict(), "case_set": case_set.name},
+                            actor=actor)
+    return calibration
+
+
+def is_uncertain(ranked: list[dict], threshold: float | None) -> bool:
+    """Whether an answer must not assert its top diagnosis: its probability is below the version's threshold."""
+    if threshold is None:
+        return False
+    return not ranked or ranked[0]["probability"] < threshold
 
 
 def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
@@ -320,7 +353,7 @@ def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
             analysis.quality, analysis.ranking_disagrees = answer.quality, answer.ranking_disagrees
             analysis.diagnosis_from_ranking = answer.diagnosis_from_ranking
             analysis.needs_review, analysis.excluded = answer.ranking_disagrees, answer.excluded
-            analysis.grounding = answer.grounding
+            analysis.grounding, analysis.uncertain = answer.grounding, answer.uncertain
             analysis.status = Analysis.Status.DONE
             analysis.finished_at = finished
             analysis.save()

@@ -34,7 +34,7 @@ from modeling.services import (
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "status", "base_model", "adapter", "quantization", "created_at"]
     list_filter = ["status", "quantization"]
-    readonly_fields = ["status", "metrics", "created_by", "created_at"]
+    readonly_fields = ["status", "metrics", "calibration", "created_by", "created_at"]
     actions = ["activate"]
 
     @admin.action(description="Make the selected version active", permissions=["change"])

@@ -28,6 +28,12 @@ class ModelVersion(models.Model):
     label_set = models.JSONField(_("label set"), default=list, blank=True,
                                  help_text=_("Candidate diagnoses scored for the ranked differential."))
     metrics = models.JSONField(_("metrics"), default=dict, blank=True)
+    # Abstention (modeling.calibration): below this probability of its ranking's first label an analysis reads
+    # "uncertain" instead of asserting a diagnosis. Chosen on validation cases by `manage.py calibrate_model`.
+    confidence_threshold = models.FloatField(
+        _("confidence threshold"), null=True, blank=True,
+        help_text=_("Below this probability of the top-ranked diagnosis the answer reads 'uncertain'. Empty: never."))
+    calibration = models.JSONField(_("calibration"), default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(_("created"), auto_now_add=True)

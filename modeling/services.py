@@ -57,6 +57,14 @@ def model_version_register(
     return version
 
 
+def model_version_calibrate(*, version: ModelVersion, calibration: dict, actor=None) -> ModelVersion:
+    """Store a version's abstention threshold and the validation figures it was chosen on (audited)."""
+    with transaction.atomic(), set_actor(actor):
+        version.confidence_threshold, version.calibration = calibration["threshold"], calibration
+        version.save(update_fields=["confidence_threshold", "calibration"])
+    return version
+
+
 def model_version_activate(*, version: ModelVersion, actor=None) -> ModelVersion:
     """Make this version the active one; the previous active version is retired in the same transaction."""
     with transaction.atomic(), set_actor(actor):
