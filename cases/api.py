@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
@@ -86,7 +87,9 @@ class CaseListCreateApi(APIView):
         responses=CaseOutputSerializer(many=True),
     )
     def get(self, request):
-        cases = selectors.case_list(user=request.user, query=request.query_params.get("q", ""))
+        # Each case links its analyses: their ids in one query for the page, not one per case.
+        cases = selectors.case_list(user=request.user, query=request.query_params.get("q", "")).prefetch_related(
+            Prefetch("analyses", queryset=Analysis.objects.only("pk", "case_id").order_by("-queued_at", "-id")))
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(cases, request, view=self)
         services.access_record(

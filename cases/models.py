@@ -241,10 +241,6 @@ class Analysis(models.Model):
     def top_label(self) -> str:
         return self.differential[0]["name"] if self.differential else ""
 
-    def usable(self, section: str) -> bool:
-        """Whether a section is shown as text; an empty or degenerate one reads "no usable answer"."""
-        return self.quality.get(section, "ok") == "ok"
-
     @property
     def leading(self) -> list[dict]:
         """The candidates an uncertain answer lists instead of asserting one."""
@@ -254,10 +250,6 @@ class Analysis(models.Model):
     def ungrounded(self) -> list[dict]:
         """What the rationale cites that the note does not support."""
         return [claim for claim in self.grounding if claim.get("status") != "supported"]
-
-    @property
-    def unusable_sections(self) -> list[str]:
-        return [section for section, flag in self.quality.items() if flag != "ok"]
 
     @property
     def seconds(self) -> float | None:

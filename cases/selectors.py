@@ -4,7 +4,7 @@ from auditlog.models import LogEntry
 from auditlog.registry import auditlog
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
 from cases.models import AccessEvent, Analysis, Case, CaseSetExport
@@ -14,8 +14,7 @@ def case_list(*, user, query: str = "") -> QuerySet[Case]:
     """A doctor's own cases, newest first, optionally filtered by a search phrase."""
     if not user.has_perm("cases.view_case"):
         raise PermissionDenied
-    cases = _with_latest_status(Case.objects.filter(author=user)).prefetch_related(
-        Prefetch("analyses", queryset=Analysis.objects.only("pk", "case_id").order_by("-queued_at", "-id")))
+    cases = _with_latest_status(Case.objects.filter(author=user))
     query = query.strip()
     if query:
         cases = cases.filter(

@@ -6,6 +6,7 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import timedelta
 from pathlib import Path
 
@@ -76,9 +77,7 @@ def case_create(*, author, data: CaseInput, remote_addr: str | None = None) -> C
     stated = extract_facts("\n".join(text for text in texts.values() if text))
     sex = data.sex if data.sex in (Case.Sex.FEMALE, Case.Sex.MALE) else (stated.sex or Case.Sex.UNKNOWN)
     given_age = data.age if data.age is not None else (int(stated.age) if stated.age is not None else None)
-    age = given_age
-    if age is not None and age > AGE_CAP - 1:
-        age = AGE_CAP
+    age = _capped_age(given_age)
     identifiers = deidentifier.identifiers()
     key = settings.MEDPORTAL_PSEUDONYM_KEY.encode()
     original = {"texts": {name: text for name, text in texts.items() if text}, "age": given_age}
@@ -98,6 +97,11 @@ def case_create(*, author, data: CaseInput, remote_addr: str | None = None) -> C
     return case
 
 
+def _capped_age(age: int | None) -> int | None:
+    """Ages over 89 identify a patient (HIPAA Safe Harbor): they are stored as AGE_CAP."""
+    return AGE_CAP if age is not None and age > AGE_CAP - 1 else age
+
+
 def case_update_facts(*, user, case: Case, sex: str, age: int | None, remote_addr: str | None = None) -> Case:
     """The doctor corrects the patient's sex and age (read from the note, or left out); the next analysis uses them."""
     if case.author_id != user.pk:
@@ -106,7 +110,7 @@ def case_update_facts(*, user, case: Case, sex: str, age: int | None, remote_add
         raise ValidationError({"sex": _("Choose female, male or unknown.")})
     if age is not None and not 0 <= age <= 130:
         raise ValidationError({"age": _("Enter an age from 0 to 130.")})
-    case.sex, case.age = sex, (AGE_CAP if age is not None and age > AGE_CAP - 1 else age)
+    case.sex, case.age = sex, _capped_age(age)
     with transaction.atomic(), set_actor(user, remote_addr=remote_addr):
         case.save(update_fields=["sex", "age", "updated_at"])
     return case
@@ -229,11 +233,13 @@ def _claim_batch(analysis_id: int, *, reclaim: bool = False) -> list[Analysis]:
     return batch
 
 
-def _ranked_differential(
-    engine, prompt: str, labels: list[str], language: str, facts: PatientFacts | None = None
+def case_ranking(
+    *, engine, version: ModelVersion, text: str, language: str, facts: PatientFacts | None = None
 ) -> tuple[list[dict], list[dict]]:
-    """The version's candidate diagnoses in the case's language, ranked by the model's likelihood, and those left out
-    because they cannot fit the patient's stated sex or age ([{name, reason}])."""
+    """The version's candidate diagnoses in the case's language, ranked by the model's likelihood as an analysis ranks
+    them, and those left out because they cannot fit the patient's stated sex or age `facts` ([{name, reason}])."""
+    prompt = diagnosis_prompt(build_prompt(text, language), language)
+    labels = version.label_set
     labels = [label for label in labels if (_detect_language([label]) == language)] or labels
     facts = facts or PatientFacts()
     excluded = []
@@ -266,6 +272,11 @@ class ModelAnswer:
     uncertain: bool = False  # the ranking's first label is below the version's confidence threshold
 
 
+# The answer itself (what a review item keeps too), and every field of it (what an analysis keeps).
+ANSWER_TEXT_FIELDS = ("diagnosis", "differential", "treatment", "prognosis", "rationale", "raw_output")
+ANSWER_FIELDS = tuple(answer_field.name for answer_field in dataclass_fields(ModelAnswer))
+
+
 def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params: GenerationParams) -> list[ModelAnswer]:
     """Answers of a model version to de-identified case texts [(text, language)], generated as one batch.
 
@@ -276,10 +287,10 @@ def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params
     prompts = [build_prompt(text, language) for text, language in cases]
     generations = engine.generate(prompts, params)
     answers = []
-    for (text, language), prompt, generation in zip(cases, prompts, generations, strict=True):
+    for (text, language), generation in zip(cases, generations, strict=True):
         parsed = parse_answer(generation.text, language)
-        differential, excluded = _ranked_differential(
-            engine, diagnosis_prompt(prompt, language), version.label_set, language, extract_facts(text))
+        differential, excluded = case_ranking(engine=engine, version=version, text=text, language=language,
+                                              facts=extract_facts(text))
         sections = {"diagnosis": parsed.diagnosis, "treatment": parsed.treatment, "prognosis": parsed.prognosis,
                     "rationale": parsed.rationale}
         quality = answer_quality.section_flags(sections, language)
@@ -307,8 +318,8 @@ def version_calibrate(*, version: ModelVersion, case_set: CaseSet, target_accura
     engine = get_engine(engine_config(version))
     scored = []
     for case in cases:
-        prompt = diagnosis_prompt(build_prompt(case.text, case.language), case.language)
-        ranked, _excluded = _ranked_differential(engine, prompt, version.label_set, case.language, extract_facts(case.text))
+        ranked, _excluded = case_ranking(engine=engine, version=version, text=case.text, language=case.language,
+                                         facts=extract_facts(case.text))
         top = ranked[0] if ranked else {"name": "", "probability": 0.0}
         scored.append((top["probability"], answer_quality.concept(top["name"]) == answer_quality.concept(case.diagnosis)))
     calibration = choose_threshold(scored, target_accuracy=target_accuracy)
@@ -347,13 +358,9 @@ def analysis_run(*, analysis_id: int, reclaim: bool = False) -> None:
     finished = timezone.now()
     with transaction.atomic():
         for analysis, answer in zip(batch, answers, strict=True):
-            analysis.diagnosis, analysis.differential = answer.diagnosis, answer.differential
-            analysis.treatment, analysis.prognosis = answer.treatment, answer.prognosis
-            analysis.rationale, analysis.raw_output = answer.rationale, answer.raw_output
-            analysis.quality, analysis.ranking_disagrees = answer.quality, answer.ranking_disagrees
-            analysis.diagnosis_from_ranking = answer.diagnosis_from_ranking
-            analysis.needs_review, analysis.excluded = answer.ranking_disagrees, answer.excluded
-            analysis.grounding, analysis.uncertain = answer.grounding, answer.uncertain
+            for name in ANSWER_FIELDS:  # an Analysis stores the whole answer, checks included
+                setattr(analysis, name, getattr(answer, name))
+            analysis.needs_review = answer.ranking_disagrees
             analysis.status = Analysis.Status.DONE
             analysis.finished_at = finished
             analysis.save()

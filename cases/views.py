@@ -117,7 +117,7 @@ def analysis_feedback(request, pk: int):
         else:
             messages.success(request, _("Thank you. Your rating is saved."))
     else:
-        messages.error(request, " ".join(f"{', '.join(errors)}" for errors in form.errors.values()))
+        messages.error(request, " ".join(message for errors in form.errors.values() for message in errors))
     return redirect("cases:detail", pk=analysis.case_id)
 
 

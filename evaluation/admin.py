@@ -111,8 +111,9 @@ class ClinicalEvaluationForm(forms.Form):
         self.fields["version_a"].queryset = versions
         self.fields["version_b"].queryset = versions
         self.fields["version_a"].initial = versions.filter(status="active").first()
-        self.fields["rubric"].queryset = selectors.rubric_choices()
-        self.fields["rubric"].initial = selectors.rubric_choices().filter(name="default").first()
+        rubrics = selectors.rubric_choices()
+        self.fields["rubric"].queryset = rubrics
+        self.fields["rubric"].initial = rubrics.filter(name="default").first()
         self.fields["due_date"].initial = timezone.localdate() + timedelta(days=14)
 
     def add_service_error(self, error: ValidationError) -> None:

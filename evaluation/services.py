@@ -1,5 +1,6 @@
 """Writes of the review half of the product: assignments, reviews, clinical evaluations, feedback examples."""
 
+import contextlib
 import logging
 import random
 from collections import Counter
@@ -18,7 +19,13 @@ from django.utils.translation import gettext as _
 from cases import roles
 from cases.deid import Deidentifier
 from cases.models import AccessEvent, Analysis, Case, CaseSet, DoctorFeedback, LabelledCase
-from cases.services import access_record, access_record_many, doctor_feedback_set_decision, model_answers
+from cases.services import (
+    ANSWER_TEXT_FIELDS,
+    access_record,
+    access_record_many,
+    doctor_feedback_set_decision,
+    model_answers,
+)
 from evaluation.models import (
     AnswerRating,
     ClinicalEvaluation,
@@ -47,7 +54,7 @@ OVERALL = "overall"
 
 def rubric_new_version(*, rubric: Rubric, actor=None) -> Rubric:
     """A copy of the rubric (dimensions and anchors) as the next, current version; the old one keeps its reviews."""
-    with transaction.atomic(), set_actor(actor) if actor else _no_actor():
+    with transaction.atomic(), set_actor(actor) if actor else contextlib.nullcontext():
         latest = Rubric.objects.select_for_update().filter(name=rubric.name).order_by("-version").first()
         Rubric.objects.filter(name=rubric.name, is_current=True).update(is_current=False)
         new = Rubric.objects.create(
@@ -59,14 +66,6 @@ def rubric_new_version(*, rubric: Rubric, actor=None) -> Rubric:
             dimension.pk, dimension.rubric = None, new
         RubricDimension.objects.bulk_create(dimensions)
     return new
-
-
-class _no_actor:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # --- Assignments ----------------------------------------------------------------------------------------------
@@ -98,11 +97,12 @@ def assignments_make(
         (item_id, reviewer_id)
         for item_id, reviewer_id in ReviewAssignment.objects.filter(item__in=items).values_list("item", "reviewer")
     }
+    taken_by_item = Counter(item_id for item_id, _reviewer in already)
     authors = dict(Case.objects.filter(pk__in=[i.case_id for i in items if i.case_id]).values_list("pk", "author"))
     plan: list[ReviewAssignment] = []
     for item in items:
         author = authors.get(item.case_id)
-        taken = sum(1 for item_id, _r in already if item_id == item.pk)
+        taken = taken_by_item[item.pk]
         eligible = [r for r in reviewers if r.pk != author and r.pk not in exclude and (item.pk, r.pk) not in already]
         wanted = reviewers_per_answer - taken
         if wanted <= 0:
@@ -393,8 +393,8 @@ def evaluation_create(
         errors["version_b"] = _("Choose a different second version, or none.")
     if not 1 <= reviewers_per_answer <= MAX_REVIEWERS_PER_ANSWER:
         errors["reviewers_per_answer"] = _("Between 1 and %(n)d reviewers per answer.") % {"n": MAX_REVIEWERS_PER_ANSWER}
-    elif reviewers_per_answer > len(reviewers_available()):
-        errors["reviewers_per_answer"] = _("There are only %(n)d reviewers.") % {"n": len(reviewers_available())}
+    elif reviewers_per_answer > (available := len(reviewers_available())):
+        errors["reviewers_per_answer"] = _("There are only %(n)d reviewers.") % {"n": available}
     if due_date < timezone.localdate():
         errors["due_date"] = _("The due date is in the past.")
     if not 1 <= max_new_tokens <= 1024:
@@ -468,11 +468,10 @@ def evaluation_generate(*, evaluation_id: int) -> None:
             now = timezone.now()
             with transaction.atomic():
                 for row, answer in zip(batch, answers, strict=True):
-                    row.diagnosis, row.differential, row.treatment = answer.diagnosis, answer.differential, answer.treatment
-                    row.prognosis, row.rationale, row.raw_output = answer.prognosis, answer.rationale, answer.raw_output
+                    for name in ANSWER_TEXT_FIELDS:
+                        setattr(row, name, getattr(answer, name))
                     row.status, row.generated_at = ItemAnswer.Status.DONE, now
-                ItemAnswer.objects.bulk_update(batch, ["diagnosis", "differential", "treatment", "prognosis", "rationale",
-                                                       "raw_output", "status", "generated_at"])
+                ItemAnswer.objects.bulk_update(batch, [*ANSWER_TEXT_FIELDS, "status", "generated_at"])
     if ItemAnswer.objects.filter(item__evaluation=evaluation).exclude(status=ItemAnswer.Status.DONE).exists():
         return  # another worker is still generating some (it assigns when it finishes), or some failed
     with transaction.atomic():
@@ -489,7 +488,7 @@ def evaluation_generate(*, evaluation_id: int) -> None:
             evaluation.status, evaluation.error = ClinicalEvaluation.Status.FAILED, " ".join(error.messages)
         else:
             evaluation.status, evaluation.assigned_at = ClinicalEvaluation.Status.REVIEWING, timezone.now()
-        with set_actor(actor) if actor else _no_actor():
+        with set_actor(actor) if actor else contextlib.nullcontext():
             evaluation.save()
 
 

@@ -34,6 +34,7 @@ def _findings(language: str) -> tuple[str, ...]:
     return tuple(sorted(terms, key=lambda term: (-len(term), term)))
 
 
+@functools.cache  # some 800 terms a language: more than re's own cache holds
 def _pattern(term: str, language: str) -> re.Pattern:
     if language == "zh":
         return re.compile(re.escape(term))

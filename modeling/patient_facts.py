@@ -3,6 +3,7 @@ knowledge base's hard limits on which diagnoses fit them. No Django."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -102,5 +103,6 @@ def implausible(label: str, facts: PatientFacts, language: str) -> str | None:
     return None
 
 
-def _limits():
+@functools.cache
+def _limits() -> dict:
     return {condition.id: condition.plausible for condition in load_conditions() if condition.plausible}
