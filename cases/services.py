@@ -33,6 +33,7 @@ from cases.models import (
 )
 from modeling import answer_quality
 from modeling.calibration import Calibration, choose_threshold
+from modeling.dataprep import split_of
 from modeling.grounding import check_rationale
 from modeling.models import ModelVersion
 from modeling.patient_facts import PatientFacts, extract_facts, implausible
@@ -234,12 +235,14 @@ def _claim_batch(analysis_id: int, *, reclaim: bool = False) -> list[Analysis]:
 
 
 def case_ranking(
-    *, engine, version: ModelVersion, text: str, language: str, facts: PatientFacts | None = None
+    *, engine, version: ModelVersion, text: str, language: str, facts: PatientFacts | None = None,
+    labels: list[str] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """The version's candidate diagnoses in the case's language, ranked by the model's likelihood as an analysis ranks
-    them, and those left out because they cannot fit the patient's stated sex or age `facts` ([{name, reason}])."""
+    """The version's candidate diagnoses (or `labels`: an evaluation ranks a case set's own) in the case's language,
+    ranked by the model's likelihood as an analysis ranks them, and those left out because they cannot fit the
+    patient's stated sex or age `facts` ([{name, reason}])."""
     prompt = diagnosis_prompt(build_prompt(text, language), language)
-    labels = version.label_set
+    labels = version.label_set if labels is None else labels
     labels = [label for label in labels if (_detect_language([label]) == language)] or labels
     facts = facts or PatientFacts()
     excluded = []
@@ -277,10 +280,12 @@ ANSWER_TEXT_FIELDS = ("diagnosis", "differential", "treatment", "prognosis", "ra
 ANSWER_FIELDS = tuple(answer_field.name for answer_field in dataclass_fields(ModelAnswer))
 
 
-def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params: GenerationParams) -> list[ModelAnswer]:
+def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params: GenerationParams,
+                  labels: list[str] | None = None) -> list[ModelAnswer]:
     """Answers of a model version to de-identified case texts [(text, language)], generated as one batch.
 
-    The one way the product asks a model about cases: a doctor's analysis and an evaluation batch both come here.
+    The one way the product asks a model about cases: a doctor's analysis and an evaluation batch both come here
+    (an automatic evaluation ranks its case set's `labels` instead of the version's label set).
     Raises ModelLoadError when the version's files cannot be loaded.
     """
     engine = get_engine(engine_config(version))
@@ -290,7 +295,7 @@ def model_answers(*, version: ModelVersion, cases: list[tuple[str, str]], params
     for (text, language), generation in zip(cases, generations, strict=True):
         parsed = parse_answer(generation.text, language)
         differential, excluded = case_ranking(engine=engine, version=version, text=text, language=language,
-                                              facts=extract_facts(text))
+                                              facts=extract_facts(text), labels=labels)
         sections = {"diagnosis": parsed.diagnosis, "treatment": parsed.treatment, "prognosis": parsed.prognosis,
                     "rationale": parsed.rationale}
         quality = answer_quality.section_flags(sections, language)
@@ -598,6 +603,44 @@ def case_set_import(
         case_set=the_set, import_run=run, rows=rows, imported=run.imported, duplicates=run.duplicates,
         rejected=run.rejected, errors=errors,
     )
+
+
+def case_set_split(*, case_set: CaseSet, test_fraction: float, seed: int = 0, actor=None) -> tuple[CaseSet, CaseSet]:
+    """Split a case set by patient into "<name>-train" and "<name>-test" (new sets; the original stays).
+
+    A patient's cases (its keyed pseudonym, else the case id) all go to one side, chosen by a seeded hash, so no patient
+    is both trained on and tested on. Either name already taken is refused before anything is written.
+    """
+    if actor is not None and not actor.has_perm("cases.import_caseset"):
+        raise PermissionDenied(_("Only ML admins can split case sets."))
+    if not 0 < test_fraction < 1:
+        raise ValidationError({"test_fraction": _("The held-out share must be between 0 and 1, e.g. 0.2.")})
+    names = (f"{case_set.name}-train", f"{case_set.name}-test")
+    taken = list(CaseSet.objects.filter(name__in=names).values_list("name", flat=True))
+    if taken:
+        raise ValidationError({"case_set": _("A case set named %(name)s already exists.") % {"name": taken[0]}})
+    cases = list(LabelledCase.objects.filter(case_set=case_set).order_by("pk"))
+    sides: dict[str, list[LabelledCase]] = {"train": [], "test": []}
+    for case in cases:
+        group = case.patient_pseudonym or case.external_id or f"{case_set.pk}-{case.pk}"
+        # Salted: a training run splits its validation cases with the same hash, and would otherwise find that the
+        # patients it holds out are the ones already held out here (leaving it almost no validation cases).
+        sides[split_of(f"holdout:{group}", val_fraction=0.0, test_fraction=test_fraction, seed=seed)].append(case)
+    if not sides["train"] or not sides["test"]:
+        raise ValidationError({"test_fraction": _("Every patient fell on one side; the set is too small to split.")})
+    with transaction.atomic(), set_actor(actor) if actor else contextlib.nullcontext():
+        made = []
+        for name, side in zip(names, ("train", "test"), strict=True):
+            description = _("%(side)s split of %(name)s by patient (%(share)s held out, seed %(seed)s)") % {
+                "side": side, "name": case_set.name, "share": test_fraction, "seed": seed}
+            target = CaseSet.objects.create(name=name, description=description, created_by=actor)
+            copies = []
+            for case in sides[side]:
+                case.pk, case.case_set = None, target
+                copies.append(case)
+            LabelledCase.objects.bulk_create(copies, batch_size=IMPORT_BATCH_SIZE)
+            made.append(target)
+    return made[0], made[1]
 
 
 def labelled_cases_rotate_keys(*, batch_size: int = 500) -> int:

@@ -1,7 +1,7 @@
 """The datasets that training can use: case sets, exported to the JSONL that training reads.
 
-The training admin form (in modeling, which may not import cases) loads this module by dotted path
-from settings.MEDPORTAL_TRAINING_DATASETS and calls `choices()` and `export()`.
+evaluation's training orchestration (evaluation.services.training_run_start, behind the admin's "Start a training
+run") offers `choices()` and calls `export()`; modeling only ever sees the exported files.
 """
 
 from pathlib import Path

@@ -3,8 +3,10 @@
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -15,11 +17,23 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from cases import training_data
 from cases.models import CaseSet
 from cases.views import client_addr
 from evaluation import selectors, services
-from evaluation.models import ClinicalEvaluation, FeedbackExample, ReviewAssignment, Rubric, RubricDimension
-from modeling.selectors import model_version_training_choices
+from evaluation.models import (
+    ClinicalEvaluation,
+    ContinualRun,
+    EvaluationRun,
+    FeedbackExample,
+    ReviewAssignment,
+    Rubric,
+    RubricDimension,
+)
+from modeling.admin import ModelVersionAdmin, TrainingRunAdmin
+from modeling.models import ModelVersion, TrainingRun
+from modeling.selectors import model_version_active, model_version_lineage, model_version_training_choices
+from modeling.services import model_version_activate, model_version_rollback
 
 
 class RubricDimensionInline(admin.StackedInline):
@@ -341,3 +355,337 @@ class FeedbackExampleAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- Automatic evaluation runs --------------------------------------------------------------------------------------
+
+
+class EvaluationRunForm(forms.Form):
+    model_version = forms.ModelChoiceField(label=_("Model version"), queryset=ClinicalEvaluation.objects.none())
+    case_set = forms.ModelChoiceField(label=_("Case set"), queryset=CaseSet.objects.all(),
+                                      help_text=_("Labelled cases the version was not trained on."))
+    baseline_case_set = forms.ModelChoiceField(
+        label=_("Baseline trained on"), queryset=CaseSet.objects.all(), required=False,
+        help_text=_("The cases the TF-IDF baseline learns from. Empty: the version's own training file when it was "
+                    "trained here, else the evaluated cases, cross-fitted by patient."))
+    limit = forms.IntegerField(label=_("At most this many cases"), required=False, min_value=1,
+                               help_text=_("Empty: every case of the set."))
+    max_new_tokens = forms.IntegerField(label=_("Maximum new tokens"), initial=96, min_value=1, max_value=2048)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        versions = model_version_training_choices()
+        self.fields["model_version"].queryset = versions
+        self.fields["model_version"].initial = versions.filter(status="active").first()
+
+
+@admin.register(EvaluationRun)
+class EvaluationRunAdmin(admin.ModelAdmin):
+    list_display = ["number", "model_version", "case_set", "purpose", "status", "progress_display", "gtpa1_display",
+                    "baseline_display", "created_at"]
+    list_filter = ["status", "purpose"]
+    list_select_related = ["model_version", "case_set"]
+
+    def get_queryset(self, request):
+        return selectors.evaluation_run_list(user=request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("run"), ordering="pk")
+    def number(self, run: EvaluationRun) -> str:
+        return f"#{run.pk}"
+
+    @admin.display(description=_("progress"))
+    def progress_display(self, run: EvaluationRun) -> str:
+        return f"{run.done}/{run.total}"
+
+    @admin.display(description="GTPA@1")
+    def gtpa1_display(self, run: EvaluationRun) -> str:
+        value = run.headline("gtpa@1")
+        return "—" if value is None else f"{100 * value:.1f} %"
+
+    @admin.display(description=_("baseline GTPA@1"))
+    def baseline_display(self, run: EvaluationRun) -> str:
+        block = (run.baseline.get("overall") or {}).get("gtpa@1")
+        return "—" if not block else f"{100 * block['value']:.1f} %"
+
+    def get_urls(self):
+        return [
+            path("<int:object_id>/progress/", self.admin_site.admin_view(self.progress_view),
+                 name="evaluation_evaluationrun_progress"),
+            path("<int:object_id>/predictions/", self.admin_site.admin_view(self.predictions_view),
+                 name="evaluation_evaluationrun_predictions"),
+            path("<int:object_id>/retry/", self.admin_site.admin_view(self.retry_view),
+                 name="evaluation_evaluationrun_retry"),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = EvaluationRunForm(request.POST or None, initial={
+            "model_version": request.GET.get("model_version") or None})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                run = services.evaluation_run_create(
+                    version=data["model_version"], case_set=data["case_set"], started_by=request.user,
+                    baseline_case_set=data["baseline_case_set"], limit=data["limit"], max_new_tokens=data["max_new_tokens"])
+            except ValidationError as error:
+                for key, errors in error.message_dict.items():
+                    form.add_error(key if key in form.fields else None, errors)
+            else:
+                self.message_user(request, _("The evaluation run is queued; this page shows its progress."), messages.SUCCESS)
+                return redirect("admin:evaluation_evaluationrun_change", run.pk)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": _("New evaluation run"),
+                   "form": form}
+        return TemplateResponse(request, "admin/evaluation/evaluationrun/start.html", context,
+                                status=400 if form.errors else 200)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = selectors.evaluation_run_get(user=request.user, pk=object_id)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": str(run),
+                   **self._context(request, run)}
+        return TemplateResponse(request, "admin/evaluation/evaluationrun/detail.html", context)
+
+    def progress_view(self, request, object_id):
+        run = selectors.evaluation_run_get(user=request.user, pk=object_id)
+        return TemplateResponse(request, "admin/evaluation/evaluationrun/_run.html", self._context(request, run))
+
+    def predictions_view(self, request, object_id):
+        run = selectors.evaluation_run_get(user=request.user, pk=object_id)
+        shown = request.GET.get("correct", "")
+        correct = {"1": True, "0": False}.get(shown)
+        predictions = selectors.evaluation_run_predictions(user=request.user, run=run, correct=correct)
+        page = Paginator(predictions, selectors.PREDICTIONS_PER_PAGE).get_page(request.GET.get("page"))
+        services.evaluation_run_predictions_viewed(user=request.user, run=run, remote_addr=client_addr(request))
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "run": run, "page": page,
+                   "shown": shown if correct is not None else "",
+                   "title": _("Predictions of evaluation run #%(id)s") % {"id": run.pk}}
+        return TemplateResponse(request, "admin/evaluation/evaluationrun/predictions.html", context)
+
+    @method_decorator(require_POST)
+    def retry_view(self, request, object_id):
+        run = selectors.evaluation_run_get(user=request.user, pk=object_id)
+        try:
+            services.evaluation_run_retry(run=run, actor=request.user)
+        except (ValidationError, PermissionDenied) as error:
+            self.message_user(request, " ".join(getattr(error, "messages", [str(error)])), messages.ERROR)
+        return redirect("admin:evaluation_evaluationrun_change", run.pk)
+
+    def _context(self, request, run: EvaluationRun) -> dict:
+        comparable = selectors.evaluation_runs_comparable(user=request.user, run=run)
+        other = comparable.filter(pk=request.GET.get("compare")).first() if request.GET.get("compare", "").isdigit() else None
+        return {"run": run, "report": selectors.evaluation_run_report(user=request.user, run=run, compare_with=other),
+                "comparable": comparable, "stalled": services.evaluation_run_is_stalled(run),
+                "can_retry": request.user.has_perm("evaluation.add_evaluationrun")}
+
+
+# --- The version page: evaluations, lineage, activation with a comparison, rollback ----------------------------------
+
+admin.site.unregister(ModelVersion)
+
+
+@admin.register(ModelVersion)
+class VersionAdmin(ModelVersionAdmin):
+    """modeling's registry admin with what only this app knows: the version's evaluation runs and gate results, and the
+    comparison an activation is confirmed on."""
+
+    change_form_template = "admin/modeling/modelversion/change_form.html"
+
+    def get_urls(self):
+        return [
+            path("<int:object_id>/activate/", self.admin_site.admin_view(self.activate_view),
+                 name="modeling_modelversion_activate"),
+            path("rollback/", self.admin_site.admin_view(self.rollback_view), name="modeling_modelversion_rollback"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        version = ModelVersion.objects.filter(pk=object_id).select_related("previous").first()
+        extra = {}
+        if version is not None and self.has_view_permission(request, version):
+            extra = {"version": version, "lineage": model_version_lineage(version), "active": model_version_active(),
+                     "gates": selectors.version_gates(user=request.user, version=version),
+                     "runs": selectors.version_runs(user=request.user, version=version)[:20],
+                     "can_activate": self.has_change_permission(request, version)}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    def activate_view(self, request, object_id):
+        """GET: the confirmation, with this version against the active one on the case sets both were evaluated on.
+        POST: activate (audited)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        version = ModelVersion.objects.filter(pk=object_id).first()
+        if version is None:
+            raise Http404
+        active = model_version_active()
+        if request.method == "POST":
+            try:
+                model_version_activate(version=version, actor=request.user)
+            except ValidationError as error:
+                self.message_user(request, " ".join(error.messages), messages.ERROR)
+            else:
+                self.message_user(request, _("%(version)s is now the active model version; new analyses use it.") % {
+                    "version": version}, messages.SUCCESS)
+            return redirect("admin:modeling_modelversion_change", version.pk)
+        return self._confirm(request, version, active, rollback=False)
+
+    def rollback_view(self, request):
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        active = model_version_active()
+        target = active.previous if active else None
+        if request.method == "POST":
+            try:
+                restored = model_version_rollback(actor=request.user)
+            except ValidationError as error:
+                self.message_user(request, " ".join(error.messages), messages.ERROR)
+                return redirect("admin:modeling_modelversion_changelist")
+            self.message_user(request, _("Rolled back: %(version)s is the active model version again.") % {
+                "version": restored}, messages.SUCCESS)
+            return redirect("admin:modeling_modelversion_change", restored.pk)
+        if target is None:
+            self.message_user(request, _("There is no earlier active version to roll back to."), messages.ERROR)
+            return redirect("admin:modeling_modelversion_changelist")
+        return self._confirm(request, target, active, rollback=True)
+
+    def _confirm(self, request, version, active, *, rollback: bool):
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "version": version, "active": active,
+                   "rollback": rollback, "comparison": selectors.version_comparison(user=request.user, version=version,
+                                                                                    other=active if active != version else None),
+                   "title": (_("Roll back to %(version)s") if rollback else _("Make %(version)s active")) % {
+                       "version": version}}
+        return TemplateResponse(request, "admin/modeling/modelversion/activate.html", context)
+
+
+admin.site.unregister(TrainingRun)
+
+
+@admin.register(TrainingRun)
+class TrainingAdmin(TrainingRunAdmin):
+    """modeling's training-run admin, with the training data it cannot know: case sets, exported when a run starts."""
+
+    def dataset_choices(self) -> list[tuple[str, str]]:
+        return training_data.choices()
+
+    def start_run(self, **request) -> TrainingRun:
+        return services.training_run_start(**request)
+
+
+# --- Retraining from feedback -----------------------------------------------------------------------------------------
+
+
+class RetrainForm(forms.Form):
+    gate_case_set = forms.ModelChoiceField(
+        label=_("Gate set"), queryset=CaseSet.objects.all(),
+        help_text=_("Frozen labelled cases, never trained on: the candidate must not fall below the active version here."))
+    replay_case_set = forms.ModelChoiceField(
+        label=_("Replay from"), queryset=CaseSet.objects.all(), required=False,
+        help_text=_("Earlier training data to mix in so the model does not forget. Empty: the files the active version "
+                    "and its ancestors were trained on."))
+    replay_size = forms.IntegerField(label=_("Replay examples, at most"), min_value=0, max_value=100_000)
+    replay_ratio = forms.FloatField(label=_("Replay examples per feedback example"), min_value=0, max_value=1000)
+    epochs = forms.FloatField(label=_("Epochs"), initial=3, min_value=0.01, max_value=1000)
+    learning_rate = forms.FloatField(label=_("Learning rate"), required=False, help_text=_(
+        "Empty: 0.001 for the whole model, 0.0002 for LoRA adapters."))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["replay_size"].initial = settings.MEDPORTAL_REPLAY_SIZE
+        self.fields["replay_ratio"].initial = settings.MEDPORTAL_REPLAY_RATIO
+
+
+@admin.register(ContinualRun)
+class ContinualRunAdmin(admin.ModelAdmin):
+    list_display = ["number", "status", "base_version", "candidate", "feedback_count", "replay_count", "gate_summary",
+                    "created_at"]
+    list_filter = ["status"]
+    list_select_related = ["base_version", "candidate"]
+    change_list_template = "admin/evaluation/continualrun/change_list.html"
+
+    def get_queryset(self, request):
+        return selectors.continual_run_list(user=request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("retraining"), ordering="pk")
+    def number(self, continual: ContinualRun) -> str:
+        return f"#{continual.pk}"
+
+    @admin.display(description=_("gate"))
+    def gate_summary(self, continual: ContinualRun) -> str:
+        gate = continual.gate
+        if not gate:
+            return "—"
+        return f"{gate['metric']} {gate['candidate_gate']:.3f} / {gate['active_gate']:.3f}"
+
+    def changelist_view(self, request, extra_context=None):
+        waiting = services.feedback_waiting().count() if request.user.has_perm("evaluation.view_feedbackexample") else None
+        return super().changelist_view(request, {**(extra_context or {}), "waiting": waiting})
+
+    def get_urls(self):
+        return [
+            path("<int:object_id>/progress/", self.admin_site.admin_view(self.progress_view),
+                 name="evaluation_continualrun_progress"),
+            path("<int:object_id>/promote/", self.admin_site.admin_view(self.promote_view),
+                 name="evaluation_continualrun_promote"),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = RetrainForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            parameters = {"epochs": data["epochs"]}
+            if data["learning_rate"]:
+                parameters["learning_rate"] = data["learning_rate"]
+            try:
+                continual = services.continual_run_start(
+                    actor=request.user, gate_case_set=data["gate_case_set"], replay_case_set=data["replay_case_set"],
+                    replay_size=data["replay_size"], replay_ratio=data["replay_ratio"], parameters=parameters)
+            except ValidationError as error:
+                for key, errors in error.message_dict.items():
+                    form.add_error(key if key in form.fields else None, errors)
+            else:
+                self.message_user(request, _("Training on the feedback is queued; the candidate is evaluated when it is "
+                                             "done."), messages.SUCCESS)
+                return redirect("admin:evaluation_continualrun_change", continual.pk)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": _("Retrain from feedback"),
+                   "form": form, "waiting": services.feedback_waiting().count(), "active": model_version_active(),
+                   "auto_promote": settings.MEDPORTAL_AUTO_PROMOTE}
+        return TemplateResponse(request, "admin/evaluation/continualrun/start.html", context,
+                                status=400 if form.errors else 200)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        continual = selectors.continual_run_get(user=request.user, pk=object_id)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "title": str(continual),
+                   "continual": continual, "can_promote": request.user.has_perm("evaluation.change_continualrun")}
+        return TemplateResponse(request, "admin/evaluation/continualrun/detail.html", context)
+
+    def progress_view(self, request, object_id):
+        continual = selectors.continual_run_get(user=request.user, pk=object_id)
+        return TemplateResponse(request, "admin/evaluation/continualrun/_progress.html", {
+            "continual": continual, "can_promote": request.user.has_perm("evaluation.change_continualrun")})
+
+    @method_decorator(require_POST)
+    def promote_view(self, request, object_id):
+        continual = selectors.continual_run_get(user=request.user, pk=object_id)
+        try:
+            version = services.continual_run_promote(continual=continual, actor=request.user)
+        except (ValidationError, PermissionDenied) as error:
+            self.message_user(request, " ".join(getattr(error, "messages", [str(error)])), messages.ERROR)
+        else:
+            self.message_user(request, _("%(version)s is now the active model version; new analyses use it.") % {
+                "version": version}, messages.SUCCESS)
+        return redirect("admin:evaluation_continualrun_change", continual.pk)

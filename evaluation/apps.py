@@ -5,3 +5,14 @@ from django.utils.translation import gettext_lazy as _
 class EvaluationConfig(AppConfig):
     name = "evaluation"
     verbose_name = _("Evaluation and review")
+
+    def ready(self):
+        from modeling.signals import training_run_finished
+
+        training_run_finished.connect(_training_run_finished, dispatch_uid="evaluation.retraining")
+
+
+def _training_run_finished(sender, run_id: int, **kwargs) -> None:
+    from evaluation.services import continual_run_training_ended
+
+    continual_run_training_ended(training_run_id=run_id)

@@ -295,7 +295,185 @@ class FeedbackExample(models.Model):
         return f"Feedback example #{self.pk}"
 
 
+class EvaluationRun(models.Model):
+    """Automatic evaluation: one model version on one labelled case set, beside the TF-IDF baseline.
+
+    Answers are generated on the evaluation queue in batches (each case's prediction saved as it comes, so a run
+    that stops resumes where it was); the metrics of the version and of the baseline, on the same cases, are stored
+    when the last batch is in.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    class Purpose(models.TextChoices):
+        MANUAL = "manual", _("Started by an ML admin")
+        GATE = "gate", _("Promotion gate")
+        REPLAY = "replay", _("Forgetting check (replay set)")
+
+    model_version = models.ForeignKey("modeling.ModelVersion", on_delete=models.PROTECT, related_name="evaluation_runs",
+                                      verbose_name=_("model version"))
+    case_set = models.ForeignKey("cases.CaseSet", on_delete=models.PROTECT, related_name="+", verbose_name=_("case set"))
+    # The cases the baseline learns from: the version's training cases when known; without them the baseline is
+    # cross-fitted on the evaluated set (each case predicted by a classifier that never saw its patient).
+    baseline_case_set = models.ForeignKey("cases.CaseSet", null=True, blank=True, on_delete=models.SET_NULL,
+                                          related_name="+", verbose_name=_("baseline trained on"))
+    purpose = models.CharField(_("purpose"), max_length=16, choices=Purpose.choices, default=Purpose.MANUAL)
+    training_run = models.ForeignKey("modeling.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+", verbose_name=_("training run"))
+    limit = models.PositiveIntegerField(_("at most this many cases"), null=True, blank=True)
+    max_new_tokens = models.PositiveIntegerField(_("maximum new tokens"), default=96)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(_("cases"), default=0)
+    done = models.PositiveIntegerField(_("cases done"), default=0)
+    metrics = models.JSONField(_("metrics"), default=dict, blank=True)
+    baseline = models.JSONField(_("baseline metrics"), default=dict, blank=True)
+    errors = models.JSONField(_("frequent errors"), default=list, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    seed = models.PositiveIntegerField(default=0)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", verbose_name=_("started by"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("evaluation run")
+        verbose_name_plural = _("evaluation runs")
+
+    def __str__(self) -> str:
+        return _("%(version)s on %(case_set)s (#%(id)s)") % {
+            "version": self.model_version, "case_set": self.case_set, "id": self.pk,
+        }
+
+    @property
+    def progress(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return min(100, int(100 * self.done / self.total)) if self.total else 0
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    def headline(self, metric: str = "accuracy") -> float | None:
+        block = (self.metrics.get("overall") or {}).get(metric)
+        return block["value"] if block else None
+
+    @property
+    def gtpa1(self) -> float | None:
+        return self.headline("gtpa@1")
+
+    @property
+    def baseline_gtpa1(self) -> float | None:
+        block = (self.baseline.get("overall") or {}).get("gtpa@1")
+        return block["value"] if block else None
+
+
+class EvaluationPrediction(models.Model):
+    """One case of an evaluation run: the version's prediction and the baseline's, as metrics.CasePrediction dicts."""
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="predictions")
+    case = models.ForeignKey("cases.LabelledCase", on_delete=models.CASCADE, related_name="+", verbose_name=_("case"))
+    prediction = models.JSONField(default=dict)
+    correct = models.BooleanField(_("correct"), default=False)
+    baseline = models.JSONField(default=dict, blank=True)
+    baseline_correct = models.BooleanField(_("baseline correct"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["case_id"]
+        constraints = [models.UniqueConstraint(fields=["run", "case"], name="evaluation_prediction_once_per_case")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}/{self.case_id}"
+
+    @property
+    def diagnosis(self) -> str:
+        return self.prediction.get("diagnosis", "")
+
+    @property
+    def top(self) -> list:
+        return self.prediction.get("ranked", [])[:5]
+
+
+class ContinualRun(models.Model):
+    """"Retrain from feedback": accepted feedback plus a replay sample of earlier training data → a training run that
+    continues the active version → its candidate evaluated against the active version on a frozen gate set and on the
+    replay set → passed or failed gate → promoted by an ML admin (or automatically when a setting says so)."""
+
+    class Status(models.TextChoices):
+        TRAINING = "training", _("Training")
+        EVALUATING = "evaluating", _("Evaluating the candidate")
+        PASSED = "passed", _("Passed the gate")
+        FAILED_GATE = "failed_gate", _("Failed the gate")
+        FAILED = "failed", _("Failed")
+        PROMOTED = "promoted", _("Promoted")
+
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.TRAINING)
+    base_version = models.ForeignKey("modeling.ModelVersion", on_delete=models.PROTECT, related_name="+",
+                                     verbose_name=_("active version trained on"))
+    training_run = models.OneToOneField("modeling.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="continual_run", verbose_name=_("training run"))
+    candidate = models.ForeignKey("modeling.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="gates", verbose_name=_("candidate"))
+    gate_case_set = models.ForeignKey("cases.CaseSet", on_delete=models.PROTECT, related_name="+",
+                                      verbose_name=_("gate set"))
+    replay_case_set = models.ForeignKey("cases.CaseSet", null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="+", verbose_name=_("replay set"))
+    feedback_count = models.PositiveIntegerField(_("feedback examples"), default=0)
+    replay_count = models.PositiveIntegerField(_("replay examples"), default=0)
+    # The newest accepted feedback example used: the next run takes those accepted after it.
+    feedback_until = models.DateTimeField(_("feedback accepted until"), null=True, blank=True)
+    feedback_ids = models.JSONField(default=list, blank=True)
+    margin = models.FloatField(_("gate margin"))
+    forgetting_bound = models.FloatField(_("forgetting bound"))
+    gate_metric = models.CharField(_("gate metric"), max_length=16, default="accuracy")
+    auto_promote = models.BooleanField(_("promote automatically"), default=False)
+    candidate_gate_run = models.ForeignKey(EvaluationRun, null=True, blank=True, on_delete=models.SET_NULL,
+                                           related_name="+")
+    active_gate_run = models.ForeignKey(EvaluationRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    candidate_replay_run = models.ForeignKey(EvaluationRun, null=True, blank=True, on_delete=models.SET_NULL,
+                                             related_name="+")
+    active_replay_run = models.ForeignKey(EvaluationRun, null=True, blank=True, on_delete=models.SET_NULL,
+                                          related_name="+")
+    gate = models.JSONField(_("gate result"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", verbose_name=_("started by"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("retraining from feedback")
+        verbose_name_plural = _("retraining from feedback")
+
+    def __str__(self) -> str:
+        return _("Retraining from feedback #%(id)s") % {"id": self.pk}
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.TRAINING, self.Status.EVALUATING)
+
+    @property
+    def gate_rows(self) -> list[tuple]:
+        """(evaluation run, its value of the gate metric or None) for the run's page."""
+        return [(run, run.headline(self.gate_metric)) for run in self.evaluation_runs]
+
+    @property
+    def evaluation_runs(self) -> list:
+        return [run for run in (self.candidate_gate_run, self.active_gate_run, self.candidate_replay_run,
+                                self.active_replay_run) if run is not None]
+
+
 auditlog.register(Rubric)
 auditlog.register(ClinicalEvaluation)
 auditlog.register(ReviewAssignment, include_fields=["status", "reviewer", "item", "due_date", "submitted_at"])
 auditlog.register(FeedbackExample, include_fields=["source", "reviewer", "assignment", "doctor_feedback", "model_version"])
+auditlog.register(EvaluationRun, include_fields=["model_version", "case_set", "purpose", "status", "started_by"])
+auditlog.register(ContinualRun, include_fields=["status", "candidate", "training_run", "started_by"])

@@ -12,8 +12,18 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from cases.models import Analysis, DoctorFeedback
-from evaluation import statistics
-from evaluation.models import AnswerRating, ClinicalEvaluation, ItemAnswer, ReviewAssignment, ReviewItem, Rubric
+from evaluation import metrics, statistics
+from evaluation.models import (
+    AnswerRating,
+    ClinicalEvaluation,
+    ContinualRun,
+    EvaluationPrediction,
+    EvaluationRun,
+    ItemAnswer,
+    ReviewAssignment,
+    ReviewItem,
+    Rubric,
+)
 from evaluation.services import OVERALL, blinded_answers
 
 OPEN = (ReviewAssignment.Status.ASSIGNED, ReviewAssignment.Status.IN_PROGRESS)
@@ -300,3 +310,158 @@ def evaluation_csv(*, user, evaluation: ClinicalEvaluation) -> str:
                assignment.comment, "yes" if assignment.accept_for_training else "no"]
         writer.writerow([statistics.csv_cell(cell) for cell in row])
     return out.getvalue()
+
+
+# --- Automatic evaluation runs ---------------------------------------------------------------------------------------
+
+RUN_METRICS = (("accuracy", _("Accuracy (written diagnosis)")), ("gtpa@1", "GTPA@1"), ("gtpa@3", "GTPA@3"),
+               ("gtpa@5", "GTPA@5"), ("ddf1", "DDF1"), ("term_precision", _("Medical-term precision")))
+CHART_METRICS = ("accuracy", "gtpa@1", "gtpa@3", "ddf1")
+PREDICTIONS_PER_PAGE = 50
+
+
+def _require_run_viewer(user) -> None:
+    if not user.has_perm("evaluation.view_evaluationrun"):
+        raise PermissionDenied
+
+
+def evaluation_run_list(*, user) -> QuerySet[EvaluationRun]:
+    _require_run_viewer(user)
+    return EvaluationRun.objects.select_related("model_version", "case_set", "started_by")
+
+
+def evaluation_run_get(*, user, pk) -> EvaluationRun:
+    run = evaluation_run_list(user=user).filter(pk=pk).first()
+    if run is None:
+        raise Http404(_("No such evaluation run."))
+    return run
+
+
+def evaluation_runs_comparable(*, user, run: EvaluationRun) -> QuerySet[EvaluationRun]:
+    """Other finished runs on the same case set: a paired comparison needs the same cases."""
+    return evaluation_run_list(user=user).filter(case_set=run.case_set, status=EvaluationRun.Status.SUCCEEDED).exclude(
+        pk=run.pk)
+
+
+def _estimate(block: dict | None) -> statistics.Estimate | None:
+    if not block:
+        return None
+    return statistics.Estimate(100 * block["value"], 100 * block["low"], 100 * block["high"], block["n"])
+
+
+@dataclass
+class RunReport:
+    rows: list[dict]  # per metric: name, model block, baseline block, difference
+    groups: list[dict]  # by language and by department: name, n, model and baseline accuracy / GTPA@1
+    chart: dict | None
+    comparison: dict | None  # against another run on the same cases
+    comparison_rows: list[dict]  # its paired-bootstrap rows: key, name, value
+    other: EvaluationRun | None
+    beats_baseline: bool | None  # GTPA@1 (or accuracy without a ranking) above the baseline's
+
+
+def evaluation_run_report(*, user, run: EvaluationRun, compare_with: EvaluationRun | None = None) -> RunReport:
+    _require_run_viewer(user)
+    model, base = run.metrics.get("overall", {}), run.baseline.get("overall", {})
+    difference = run.baseline.get("comparison", {})
+    rows = [{"key": key, "name": name, "model": model.get(key), "baseline": base.get(key), "difference": difference.get(key)}
+            for key, name in RUN_METRICS]
+    rows += [{"key": key, "name": name, "model": model.get(key), "baseline": base.get(key), "difference": None, "plain": True}
+             for key, name in (("f1_weighted", _("F1, weighted")), ("f1_macro", _("F1, macro")))]
+    groups = []
+    for kind, label in (("by_language", _("Language")), ("by_department", _("Department"))):
+        for name, block in run.metrics.get(kind, {}).items():
+            other = run.baseline.get(kind, {}).get(name, {})
+            groups.append({"kind": label, "name": name, "n": block["n"], "accuracy": block.get("accuracy"),
+                           "gtpa1": block.get("gtpa@1"), "baseline_gtpa1": other.get("gtpa@1")})
+    chart = None
+    comparison = None
+    series = []
+    if run.metrics:
+        series = [(run.model_version.name, [_estimate(model.get(k)) for k in CHART_METRICS]),
+                  (_("baseline (TF-IDF + LR)"), [_estimate(base.get(k)) for k in CHART_METRICS])]
+    if compare_with is not None and compare_with.case_set_id == run.case_set_id and compare_with.metrics:
+        other_overall = compare_with.metrics.get("overall", {})
+        series.append((compare_with.model_version.name, [_estimate(other_overall.get(k)) for k in CHART_METRICS]))
+        comparison = metrics.compare(_case_predictions(compare_with), _case_predictions(run))
+    if series:
+        chart = statistics.bar_chart(series, groups=[name for key, name in RUN_METRICS if key in CHART_METRICS],
+                                     lo=0, hi=100, tick_step=20)
+    key = "gtpa@1" if model.get("gtpa@1") else "accuracy"
+    beats = None
+    if model.get(key) and base.get(key):
+        beats = model[key]["value"] > base[key]["value"]
+    comparison_rows = [{"key": key, "name": name, "value": comparison[key]} for key, name in RUN_METRICS
+                       if comparison and key != "accuracy" and comparison.get(key)]
+    return RunReport(rows=rows, groups=groups, chart=chart, comparison=comparison, comparison_rows=comparison_rows,
+                     other=compare_with, beats_baseline=beats)
+
+
+def _case_predictions(run: EvaluationRun) -> list:
+    return [metrics.CasePrediction.from_dict(p) for p in run.predictions.values_list("prediction", flat=True)]
+
+
+def evaluation_run_predictions(*, user, run: EvaluationRun, correct: bool | None = None) -> QuerySet[EvaluationPrediction]:
+    """The run's per-case predictions (de-identified case texts), optionally only the right or the wrong ones."""
+    _require_run_viewer(user)
+    if not user.has_perm("evaluation.view_evaluationprediction"):
+        raise PermissionDenied
+    predictions = run.predictions.select_related("case")
+    return predictions if correct is None else predictions.filter(correct=correct)
+
+
+# --- The version page ------------------------------------------------------------------------------------------------
+
+
+def version_runs(*, user, version) -> QuerySet[EvaluationRun]:
+    return evaluation_run_list(user=user).filter(model_version=version)
+
+
+def _latest_by_case_set(runs) -> dict:
+    latest = {}
+    for run in runs.filter(status=EvaluationRun.Status.SUCCEEDED).order_by("-finished_at", "-pk"):
+        latest.setdefault(run.case_set_id, run)
+    return latest
+
+
+def version_comparison(*, user, version, other) -> list[dict]:
+    """The two versions on every case set both were evaluated on (each one's latest finished run): accuracy and GTPA@1
+    with intervals, and the paired difference (version − other) with McNemar's test on the cases both predicted."""
+    if other is None:
+        return []
+    mine = _latest_by_case_set(version_runs(user=user, version=version))
+    theirs = _latest_by_case_set(version_runs(user=user, version=other))
+    rows = []
+    for case_set_id, run in mine.items():
+        if case_set_id not in theirs:
+            continue
+        before = theirs[case_set_id]
+        paired = metrics.compare(_case_predictions(before), _case_predictions(run), lexicon=[])
+        rows.append({
+            "case_set": run.case_set, "run": run, "other_run": before, "n": paired["n"],
+            "accuracy": run.metrics["overall"].get("accuracy"), "other_accuracy": before.metrics["overall"].get("accuracy"),
+            "gtpa1": run.metrics["overall"].get("gtpa@1"), "other_gtpa1": before.metrics["overall"].get("gtpa@1"),
+            "accuracy_difference": paired["accuracy"], "gtpa1_difference": paired.get("gtpa@1"),
+        })
+    return rows
+
+
+def version_gates(*, user, version) -> QuerySet[ContinualRun]:
+    """The retrainings that produced this version as their candidate, with their gate results."""
+    if not user.has_perm("evaluation.view_continualrun"):
+        return ContinualRun.objects.none()
+    return ContinualRun.objects.filter(candidate=version).select_related("base_version", "gate_case_set")
+
+
+def continual_run_list(*, user) -> QuerySet[ContinualRun]:
+    if not user.has_perm("evaluation.view_continualrun"):
+        raise PermissionDenied
+    return ContinualRun.objects.select_related("base_version", "candidate", "training_run", "gate_case_set",
+                                               "replay_case_set", "started_by")
+
+
+def continual_run_get(*, user, pk) -> ContinualRun:
+    continual = continual_run_list(user=user).filter(pk=pk).first()
+    if continual is None:
+        raise Http404(_("No such retraining."))
+    return continual

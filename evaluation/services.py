@@ -3,9 +3,12 @@
 import contextlib
 import logging
 import random
+import shutil
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
 from auditlog.context import set_actor
 from django.conf import settings
@@ -16,19 +19,24 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from cases import roles
+from cases import roles, training_data
 from cases.deid import Deidentifier
 from cases.models import AccessEvent, Analysis, Case, CaseSet, DoctorFeedback, LabelledCase
 from cases.services import (
     ANSWER_TEXT_FIELDS,
     access_record,
     access_record_many,
+    case_set_import,
     doctor_feedback_set_decision,
     model_answers,
 )
+from evaluation import baseline, metrics
 from evaluation.models import (
     AnswerRating,
     ClinicalEvaluation,
+    ContinualRun,
+    EvaluationPrediction,
+    EvaluationRun,
     FeedbackExample,
     ItemAnswer,
     ReviewAssignment,
@@ -36,8 +44,17 @@ from evaluation.models import (
     Rubric,
     RubricDimension,
 )
-from modeling.models import ModelVersion
+from modeling.dataprep import split_key, stratified_sample
+from modeling.models import ModelVersion, TrainingRun
+from modeling.records import Record, read_records, write_records
 from modeling.runtime import GenerationParams, ModelLoadError
+from modeling.selectors import model_version_active, model_version_lineage
+from modeling.services import (
+    model_version_activate,
+    training_parameters_clean,
+    training_run_create,
+    training_run_request_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -548,3 +565,536 @@ def evaluation_report_viewed(*, user, evaluation: ClinicalEvaluation, export: bo
                              remote_addr: str | None = None) -> None:
     action = AccessEvent.Action.EVALUATION_EXPORT if export else AccessEvent.Action.EVALUATION_REPORT_VIEW
     access_record(user=user, action=action, target=f"clinical evaluation {evaluation.pk}", remote_addr=remote_addr)
+
+
+# --- Automatic evaluation runs ---------------------------------------------------------------------------------------
+
+EVALUATION_RUN_BATCH_SIZE = 8
+BASELINE_FOLDS = 5
+
+
+def evaluation_run_create(
+    *,
+    version: ModelVersion,
+    case_set: CaseSet,
+    started_by=None,
+    baseline_case_set: CaseSet | None = None,
+    limit: int | None = None,
+    max_new_tokens: int = 96,
+    purpose: str = EvaluationRun.Purpose.MANUAL,
+    training_run=None,
+    enqueue: bool = True,
+) -> EvaluationRun:
+    """Queue an automatic evaluation of `version` on `case_set`; the evaluation task starts once this commits.
+
+    `started_by` None is the product itself (a promotion gate); a person needs the permission to add runs.
+    """
+    if started_by is not None:
+        _require(started_by, "evaluation.add_evaluationrun", _("Only ML admins can start evaluation runs."))
+    errors = {}
+    if version.status == ModelVersion.Status.RETIRED and purpose == EvaluationRun.Purpose.MANUAL:
+        errors["model_version"] = _("%(version)s is retired; activate or re-register it to evaluate it again.") % {
+            "version": version.name}
+    size = LabelledCase.objects.filter(case_set=case_set).count()
+    if not size:
+        errors["case_set"] = _("The case set has no cases.")
+    if limit is not None and limit < 1:
+        errors["limit"] = _("Enter a number of cases of at least 1, or leave it empty for all of them.")
+    if not 1 <= max_new_tokens <= 2048:
+        errors["max_new_tokens"] = _("Enter a number of new tokens between 1 and 2048.")
+    if baseline_case_set is not None and baseline_case_set == case_set:
+        errors["baseline_case_set"] = _(
+            "The baseline must learn from other cases than those it is scored on; leave it empty to cross-fit it.")
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic(), set_actor(started_by) if started_by else contextlib.nullcontext():
+        run = EvaluationRun.objects.create(
+            model_version=version, case_set=case_set, baseline_case_set=baseline_case_set, purpose=purpose,
+            training_run=training_run, limit=limit, max_new_tokens=max_new_tokens, started_by=started_by,
+            total=min(size, limit) if limit else size,
+        )
+        if enqueue:  # the `evaluate` command runs it in its own process instead
+            transaction.on_commit(lambda: _evaluation_task().delay(run.pk))
+    return run
+
+
+def _evaluation_task():
+    from evaluation.tasks import run_evaluation
+
+    return run_evaluation
+
+
+def _run_cases(run: EvaluationRun):
+    cases = LabelledCase.objects.filter(case_set=run.case_set).order_by("pk")
+    return cases[: run.limit] if run.limit else cases
+
+
+def case_set_labels(case_set: CaseSet) -> list[str]:
+    """The set's diagnoses, most frequent first: the label set its cases are ranked over."""
+    counts = (LabelledCase.objects.filter(case_set=case_set).values("diagnosis").annotate(n=Count("id"))
+              .order_by("-n", "diagnosis"))
+    return [row["diagnosis"] for row in counts]
+
+
+def _gold(case: LabelledCase) -> dict:
+    differential = [name for name in case.differential if isinstance(name, str)]
+    return {
+        "case_id": str(case.pk), "language": case.language, "gold": case.diagnosis, "gold_differential": differential,
+        "gold_text": "\n".join([case.diagnosis, *differential, case.treatment or ""]),
+    }
+
+
+def evaluation_run_execute(*, run_id: int) -> None:
+    """The `evaluation` task: predict the cases not yet predicted, batch by batch, then score the version and the
+    baseline. Idempotent: a redelivered task goes on where the last one stopped."""
+    with transaction.atomic():
+        run = EvaluationRun.objects.select_for_update().select_related("model_version", "case_set").filter(pk=run_id).first()
+        if run is None or run.status not in (EvaluationRun.Status.QUEUED, EvaluationRun.Status.RUNNING):
+            return
+        now = timezone.now()
+        run.status, run.heartbeat_at = EvaluationRun.Status.RUNNING, now
+        run.started_at = run.started_at or now
+        run.save(update_fields=["status", "started_at", "heartbeat_at"])
+    version, labels = run.model_version, case_set_labels(run.case_set)
+    params = GenerationParams(max_new_tokens=run.max_new_tokens)
+    normalise = metrics.Normaliser()
+    cases = list(_run_cases(run))
+    while True:
+        done = set(EvaluationPrediction.objects.filter(run=run).values_list("case_id", flat=True))
+        batch = [case for case in cases if case.pk not in done][:EVALUATION_RUN_BATCH_SIZE]
+        if not batch:
+            break
+        try:
+            answers = model_answers(version=version, cases=[(c.text, c.language) for c in batch], params=params,
+                                    labels=labels)
+        except Exception as error:  # the admin reads this on the run's page; the worker log has the traceback
+            if not isinstance(error, ModelLoadError):
+                logger.exception("evaluation run %s: generation failed", run.pk)
+            message = str(error) if isinstance(error, ModelLoadError) else _(
+                "The model run failed (%(kind)s).") % {"kind": type(error).__name__}
+            EvaluationRun.objects.filter(pk=run.pk).update(status=EvaluationRun.Status.FAILED, error=message,
+                                                           finished_at=timezone.now())
+            run.refresh_from_db()
+            _continual_after_evaluation(run)
+            return
+        rows = []
+        for case, answer in zip(batch, answers, strict=True):
+            prediction = metrics.CasePrediction(
+                **_gold(case), diagnosis=answer.diagnosis,
+                ranked=[(item["name"], item["probability"]) for item in answer.differential],
+                answer_text="\n".join([answer.diagnosis, *(i["name"] for i in answer.differential[:5]), answer.treatment]),
+            )
+            rows.append(EvaluationPrediction(run=run, case=case, prediction=prediction.to_dict(),
+                                             correct=metrics.correct(prediction, normalise)))
+        with transaction.atomic():
+            EvaluationPrediction.objects.bulk_create(rows, ignore_conflicts=True)
+            count = EvaluationPrediction.objects.filter(run=run).count()
+            EvaluationRun.objects.filter(pk=run.pk).update(done=count, heartbeat_at=timezone.now())
+    _evaluation_run_finish(run, cases)
+
+
+def _evaluation_run_finish(run: EvaluationRun, cases: list[LabelledCase]) -> None:
+    normalise = metrics.Normaliser()
+    rows = list(EvaluationPrediction.objects.filter(run=run).select_related("case"))
+    baseline_predictions, trained_on = _baseline_predictions(run, [row.case for row in rows])
+    for row in rows:
+        if row.case_id in baseline_predictions:
+            row.baseline = baseline_predictions[row.case_id].to_dict()
+            row.baseline_correct = metrics.correct(baseline_predictions[row.case_id], normalise)
+    model_cases = [metrics.CasePrediction.from_dict(row.prediction) for row in rows]
+    baseline_cases = [baseline_predictions[row.case_id] for row in rows if row.case_id in baseline_predictions]
+    with transaction.atomic():
+        EvaluationPrediction.objects.bulk_update(rows, ["baseline", "baseline_correct"])
+        run = EvaluationRun.objects.select_for_update().get(pk=run.pk)
+        if run.status != EvaluationRun.Status.RUNNING:
+            return
+        run.metrics = metrics.summarise(model_cases, normalise=normalise, seed=run.seed)
+        run.baseline = {**metrics.summarise(baseline_cases, normalise=normalise, seed=run.seed), "trained_on": trained_on}
+        run.baseline["comparison"] = metrics.compare(baseline_cases, model_cases, normalise=normalise, seed=run.seed)
+        run.errors = metrics.frequent_errors(model_cases, normalise=normalise)
+        run.done, run.status, run.finished_at = len(rows), EvaluationRun.Status.SUCCEEDED, timezone.now()
+        with set_actor(run.started_by) if run.started_by else contextlib.nullcontext():
+            run.save()
+    _continual_after_evaluation(run)
+
+
+def _split_group(case: LabelledCase) -> str:
+    return case.patient_pseudonym or case.external_id or f"{case.case_set_id}-{case.pk}"
+
+
+def _baseline_predictions(run: EvaluationRun, cases: list[LabelledCase]) -> tuple[dict, str]:
+    """The baseline's prediction per case id, and what it was trained on (said in the report)."""
+    from modeling.dataprep import split_key
+    from modeling.models import TrainingRun
+    from modeling.records import read_records
+
+    groups = {_split_group(case) for case in cases}
+    training: list[baseline.LabelledText] = []
+    if run.baseline_case_set_id:
+        trained_on = _("case set %(name)s") % {"name": run.baseline_case_set.name}
+        training = [baseline.LabelledText(c.text, c.diagnosis, c.language)
+                    for c in LabelledCase.objects.filter(case_set=run.baseline_case_set)
+                    if _split_group(c) not in groups]
+    else:
+        source = (TrainingRun.objects.filter(result_version=run.model_version).order_by("-pk").first()
+                  or (run.training_run if run.training_run and run.training_run.result_version_id == run.model_version_id
+                      else None))
+        trained_on = ""
+        if source is not None:
+            try:
+                records = read_records(source.train_file)
+            except (OSError, ValueError):
+                records = []
+            training = [baseline.LabelledText(r.text, r.diagnosis, r.language or "en")
+                        for r in records if split_key(r) not in groups]
+            if training:
+                trained_on = _("the training file of training run %(id)s") % {"id": source.pk}
+    try:
+        if training:
+            model = baseline.TfidfBaseline(seed=run.seed).fit(training)
+            return {case.pk: model.predict(**_baseline_args(case)) for case in cases}, trained_on
+        return _cross_fitted(cases, run.seed), _("the evaluated cases, cross-fitted in %(k)d folds by patient") % {
+            "k": BASELINE_FOLDS}
+    except baseline.BaselineError as error:
+        logger.warning("evaluation run %s: no baseline: %s", run.pk, error)
+        return {}, str(error)
+
+
+def _baseline_args(case: LabelledCase) -> dict:
+    gold = _gold(case)
+    return {"case_id": gold["case_id"], "text": case.text, "language": case.language, "gold": case.diagnosis,
+            "gold_differential": gold["gold_differential"], "gold_text": gold["gold_text"]}
+
+
+def _cross_fitted(cases: list[LabelledCase], seed: int) -> dict:
+    """Each case predicted by a baseline trained on the other folds (a patient's cases share a fold)."""
+    import hashlib
+
+    def fold(case: LabelledCase) -> int:
+        return int(hashlib.sha256(f"{seed}:{_split_group(case)}".encode()).hexdigest(), 16) % BASELINE_FOLDS
+
+    predictions = {}
+    for k in range(BASELINE_FOLDS):
+        held = [case for case in cases if fold(case) == k]
+        if not held:
+            continue
+        model = baseline.TfidfBaseline(seed=seed).fit(
+            [baseline.LabelledText(c.text, c.diagnosis, c.language) for c in cases if fold(c) != k])
+        predictions.update({case.pk: model.predict(**_baseline_args(case)) for case in held})
+    return predictions
+
+
+def evaluation_run_retry(*, run: EvaluationRun, actor) -> EvaluationRun:
+    """Queue a failed (or stalled) run again: the cases predicted are kept, the rest are predicted."""
+    _require(actor, "evaluation.add_evaluationrun", _("Only ML admins can start evaluation runs."))
+    with transaction.atomic(), set_actor(actor):
+        run = EvaluationRun.objects.select_for_update().get(pk=run.pk)
+        if run.status == EvaluationRun.Status.SUCCEEDED:
+            raise ValidationError(_("This evaluation run has already finished."))
+        if run.status in (EvaluationRun.Status.QUEUED, EvaluationRun.Status.RUNNING) and not evaluation_run_is_stalled(run):
+            raise ValidationError(_("This evaluation run is still in progress."))
+        run.status, run.error, run.finished_at = EvaluationRun.Status.QUEUED, "", None
+        run.save()
+        transaction.on_commit(lambda: _evaluation_task().delay(run.pk))
+    return run
+
+
+def evaluation_run_is_stalled(run: EvaluationRun, *, now=None) -> bool:
+    """Running, and no batch has come in for the stale period: its worker has likely stopped."""
+    if run.status != EvaluationRun.Status.RUNNING:
+        return False
+    since = run.heartbeat_at or run.started_at or run.created_at
+    return (now or timezone.now()) - since > timedelta(seconds=settings.MEDPORTAL_ANALYSIS_STALE_SECONDS)
+
+
+def evaluation_run_predictions_viewed(*, user, run: EvaluationRun, remote_addr: str | None = None) -> None:
+    access_record(user=user, action=AccessEvent.Action.EVALUATION_REPORT_VIEW, target=f"evaluation run {run.pk} predictions",
+                  remote_addr=remote_addr)
+
+
+# --- Training on case sets (modeling trains files; this layer exports the case records for it) ------------------------
+
+
+def training_run_start(
+    *,
+    kind: str,
+    dataset_key: str,
+    base_version: ModelVersion | None,
+    parameters: dict,
+    started_by,
+    teacher_version: ModelVersion | None = None,
+    val_dataset_key: str = "",
+) -> TrainingRun:
+    """The admin's "Start a training run": export the chosen case set(s) to JSONL, then queue the run on them (modeling
+    trains files; the case records and their export are cases', and this layer joins the two)."""
+    if not started_by.has_perm("modeling.add_trainingrun"):
+        raise PermissionDenied(_("Only ML admins can start training runs."))
+    errors = training_run_request_errors(kind=kind, base_version=base_version, teacher_version=teacher_version)
+    try:
+        training_parameters_clean(parameters, kind=kind)
+    except ValidationError as error:
+        errors = {**error.message_dict, **errors}
+    provider = training_data
+    offered = dict(provider.choices())
+    if dataset_key not in offered:
+        errors["dataset"] = _("Choose one of the case sets offered.")
+    if val_dataset_key and val_dataset_key not in offered:
+        errors["val_dataset"] = _("Choose one of the case sets offered.")
+    elif val_dataset_key and val_dataset_key == dataset_key:
+        errors["val_dataset"] = _("Validate on another case set than the one trained on, or leave it empty.")
+    if errors:  # before exporting anything
+        raise ValidationError(errors)
+    directory = Path(settings.MEDPORTAL_TRAINING_DIR) / "data" / f"{timezone.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+    try:
+        # One transaction: a run that cannot be queued leaves no export behind (the provider audits its exports).
+        with transaction.atomic():
+            train_file, description = _export_case_set(provider, dataset_key, directory / "train", "dataset", started_by)
+            val_file = None
+            if val_dataset_key:
+                val_file, val_description = _export_case_set(provider, val_dataset_key, directory / "validation", "val_dataset",
+                                                    started_by)
+                description = _("%(train)s; validated on %(validation)s") % {"train": description, "validation": val_description}
+            return training_run_create(
+                kind=kind, dataset=str(description)[:300], train_file=train_file, val_file=val_file,
+                base_version=base_version, parameters=parameters, started_by=started_by, teacher_version=teacher_version,
+            )
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)  # nothing trains on it
+        raise
+
+
+def _export_case_set(provider, key: str, directory: Path, field: str, actor) -> tuple[Path, str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return provider.export(key, directory, actor=actor)
+    except ValidationError as error:
+        raise ValidationError({field: error.messages}) from None
+    except ValueError as error:  # e.g. an empty case set
+        raise ValidationError({field: str(error)}) from None
+
+
+# --- Retraining from feedback, the gate, promotion --------------------------------------------------------------------
+
+CONTINUAL_DEFAULT_PARAMETERS = {"epochs": 3}
+
+
+def feedback_waiting():
+    """Accepted feedback examples not yet used by a retraining (one that failed gave its examples back)."""
+    used = ContinualRun.objects.exclude(status=ContinualRun.Status.FAILED).aggregate(until=Max("feedback_until"))["until"]
+    examples = FeedbackExample.objects.order_by("created_at", "pk")
+    return examples.filter(created_at__gt=used) if used else examples
+
+
+def _feedback_record(example: FeedbackExample) -> Record:
+    return Record(text=example.case_text, diagnosis=example.diagnosis, treatment=example.treatment,
+                  language=example.language, id=f"feedback-{example.pk}")
+
+
+def _replay_pool(version: ModelVersion, replay_case_set: CaseSet | None, exclude_groups: set[str]) -> list[Record]:
+    """Earlier training data: the chosen case set, else the files the version's lineage was trained on; never a case
+    of the gate set's patients (the gate stays a fair test) and never earlier feedback (replay is what came before)."""
+    if replay_case_set is not None:
+        records = [Record(text=c.text, diagnosis=c.diagnosis, treatment=c.treatment, prognosis=c.prognosis,
+                          rationale=c.rationale, differential=list(c.differential), language=c.language,
+                          id=c.external_id or f"{replay_case_set.name}-{c.pk}", patient_id=c.patient_pseudonym)
+                   for c in LabelledCase.objects.filter(case_set=replay_case_set).order_by("pk")]
+    else:
+        records = []
+        for step in model_version_lineage(version):
+            if step["run"] is not None:
+                try:
+                    records += read_records(step["run"].train_file)
+                except (OSError, ValueError):
+                    continue  # a file cleaned away: the rest of the lineage still counts
+    seen, pool = set(), []
+    for record in records:
+        key = (record.text, record.diagnosis)
+        if key in seen or record.id.startswith("feedback-") or split_key(record) in exclude_groups:
+            continue
+        seen.add(key)
+        pool.append(record)
+    return pool
+
+
+def continual_run_start(
+    *,
+    actor,
+    gate_case_set: CaseSet,
+    replay_case_set: CaseSet | None = None,
+    replay_size: int | None = None,
+    replay_ratio: float | None = None,
+    parameters: dict | None = None,
+    seed: int = 0,
+) -> ContinualRun:
+    """"Retrain from feedback": the accepted feedback since the last retraining plus a replay sample of earlier
+    training data (stratified by diagnosis) become a training set; a continual training run of the active version is
+    queued on it. `actor` None is the product itself (the beat schedule)."""
+    if actor is not None:
+        _require(actor, "evaluation.add_continualrun", _("Only ML admins can retrain from feedback."))
+    replay_size = settings.MEDPORTAL_REPLAY_SIZE if replay_size is None else replay_size
+    replay_ratio = settings.MEDPORTAL_REPLAY_RATIO if replay_ratio is None else replay_ratio
+    active = model_version_active()
+    feedback = list(feedback_waiting())
+    errors = {}
+    if active is None:
+        errors["__all__"] = _("There is no active model version to continue.")
+    if not feedback:
+        errors["__all__"] = _("No accepted feedback has arrived since the last retraining.")
+    if not LabelledCase.objects.filter(case_set=gate_case_set).exists():
+        errors["gate_case_set"] = _("The gate set has no cases.")
+    if replay_case_set is not None and replay_case_set == gate_case_set:
+        errors["replay_case_set"] = _("Replay earlier training data, not the gate set: the gate must stay unseen.")
+    if replay_size < 0 or replay_ratio < 0:
+        errors["replay_size"] = _("The replay size and ratio cannot be negative.")
+    if errors:
+        raise ValidationError(errors)
+    gate_groups = {_split_group(case) for case in LabelledCase.objects.filter(case_set=gate_case_set)}
+    pool = _replay_pool(active, replay_case_set, gate_groups)
+    wanted = min(replay_size, round(replay_ratio * len(feedback)))
+    replay = stratified_sample(pool, wanted, seed=seed)
+    parameters = {**CONTINUAL_DEFAULT_PARAMETERS, **(parameters or {})}
+    directory = Path(settings.MEDPORTAL_TRAINING_DIR) / "data" / f"retrain-{timezone.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+    directory.mkdir(parents=True, exist_ok=True)
+    train_file, replay_file = directory / "train.jsonl", directory / "replay.jsonl"
+    write_records([*map(_feedback_record, feedback), *replay], train_file)
+    write_records(replay, replay_file)
+    try:
+        with transaction.atomic(), set_actor(actor) if actor else contextlib.nullcontext():
+            replay_set = None
+            if replay:  # the forgetting check needs the replay cases as a case set; named after the run below
+                replay_set = case_set_import(path=replay_file, case_set=f"retrain-replay-{uuid.uuid4().hex[:8]}",
+                                             actor=actor, description=_("Replay sample of a retraining from feedback"))
+                replay_set = replay_set.case_set
+            description = _("%(feedback)d accepted feedback examples and %(replay)d replay examples") % {
+                "feedback": len(feedback), "replay": len(replay)}
+            run = training_run_create(kind=TrainingRun.Kind.CONTINUAL, dataset=str(description)[:300],
+                                      train_file=train_file, base_version=active, parameters=parameters,
+                                      started_by=actor)
+            return ContinualRun.objects.create(
+                base_version=active, training_run=run, gate_case_set=gate_case_set, replay_case_set=replay_set,
+                feedback_count=len(feedback), replay_count=len(replay), feedback_until=feedback[-1].created_at,
+                feedback_ids=[example.pk for example in feedback], margin=settings.MEDPORTAL_GATE_MARGIN,
+                forgetting_bound=settings.MEDPORTAL_FORGETTING_BOUND, gate_metric=settings.MEDPORTAL_GATE_METRIC,
+                auto_promote=settings.MEDPORTAL_AUTO_PROMOTE, started_by=actor,
+            )
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def continual_run_training_ended(*, training_run_id: int) -> None:
+    """The training run of a retraining ended: evaluate its candidate and the active version on the gate set and the
+    replay set (four runs on the evaluation queue), or record why there is no candidate."""
+    with transaction.atomic():
+        continual = (ContinualRun.objects.select_for_update(of=("self",)).select_related("training_run", "base_version")
+                     .filter(training_run_id=training_run_id).first())
+        if continual is None or continual.status != ContinualRun.Status.TRAINING:
+            return
+        run = continual.training_run
+        if run.status != TrainingRun.Status.SUCCEEDED or run.result_version_id is None:
+            continual.status, continual.finished_at = ContinualRun.Status.FAILED, timezone.now()
+            continual.error = run.error or _("The training run was %(status)s.") % {"status": run.get_status_display()}
+            continual.save()
+            return
+        continual.candidate = run.result_version
+        for field, version, case_set, purpose in (
+            ("candidate_gate_run", continual.candidate, continual.gate_case_set, EvaluationRun.Purpose.GATE),
+            ("active_gate_run", continual.base_version, continual.gate_case_set, EvaluationRun.Purpose.GATE),
+            ("candidate_replay_run", continual.candidate, continual.replay_case_set, EvaluationRun.Purpose.REPLAY),
+            ("active_replay_run", continual.base_version, continual.replay_case_set, EvaluationRun.Purpose.REPLAY),
+        ):
+            if case_set is not None:
+                setattr(continual, field, evaluation_run_create(version=version, case_set=case_set, purpose=purpose,
+                                                                training_run=run))
+        continual.status = ContinualRun.Status.EVALUATING
+        continual.save()
+
+
+def gate_decision(*, metric: str, margin: float, bound: float, candidate_gate: float, active_gate: float,
+                  candidate_replay: float | None, active_replay: float | None) -> dict:
+    """Passed: on the gate set the candidate is at most `margin` below the active version, and on the replay set it
+    forgot at most `bound` (the active version's value minus its own). The numbers are kept with the verdict."""
+    reasons = []
+    if candidate_gate < active_gate - margin:
+        reasons.append("gate")
+    forgetting = None
+    if candidate_replay is not None and active_replay is not None:
+        forgetting = active_replay - candidate_replay
+        if forgetting > bound:
+            reasons.append("forgetting")
+    return {"metric": metric, "margin": margin, "bound": bound, "candidate_gate": candidate_gate,
+            "active_gate": active_gate, "candidate_replay": candidate_replay, "active_replay": active_replay,
+            "forgetting": forgetting, "passed": not reasons, "failed_on": reasons}
+
+
+def _metric(run: EvaluationRun | None, name: str) -> float | None:
+    if run is None:
+        return None
+    block = (run.metrics.get("overall") or {}).get(name)
+    return block["value"] if block else 0.0
+
+
+def _continual_after_evaluation(run: EvaluationRun) -> None:
+    """An evaluation run ended: when it was the last of a retraining's four, decide the gate (and promote when the
+    settings say so and the active version is still the one the candidate was measured against)."""
+    if run.purpose == EvaluationRun.Purpose.MANUAL:
+        return
+    with transaction.atomic():
+        continual = (ContinualRun.objects.select_for_update(of=("self",))
+                     .select_related("candidate_gate_run", "active_gate_run", "candidate_replay_run", "active_replay_run",
+                                     "candidate", "base_version")
+                     .filter(Q(candidate_gate_run=run) | Q(active_gate_run=run) | Q(candidate_replay_run=run)
+                             | Q(active_replay_run=run)).first())
+        if continual is None or continual.status != ContinualRun.Status.EVALUATING:
+            return
+        runs = continual.evaluation_runs
+        failed = [r for r in runs if r.status == EvaluationRun.Status.FAILED]
+        if failed:
+            continual.status, continual.finished_at = ContinualRun.Status.FAILED, timezone.now()
+            continual.error = _("Evaluation run #%(id)s failed: %(error)s") % {"id": failed[0].pk, "error": failed[0].error}
+            continual.save()
+            return
+        if any(r.status != EvaluationRun.Status.SUCCEEDED for r in runs):
+            return
+        metric = continual.gate_metric
+        continual.gate = gate_decision(
+            metric=metric, margin=continual.margin, bound=continual.forgetting_bound,
+            candidate_gate=_metric(continual.candidate_gate_run, metric), active_gate=_metric(continual.active_gate_run, metric),
+            candidate_replay=_metric(continual.candidate_replay_run, metric),
+            active_replay=_metric(continual.active_replay_run, metric),
+        )
+        continual.status = ContinualRun.Status.PASSED if continual.gate["passed"] else ContinualRun.Status.FAILED_GATE
+        continual.finished_at = timezone.now()
+        if (continual.gate["passed"] and continual.auto_promote
+                and model_version_active() == continual.base_version):
+            model_version_activate(version=continual.candidate, actor=continual.started_by)
+            continual.status = ContinualRun.Status.PROMOTED
+        with set_actor(continual.started_by) if continual.started_by else contextlib.nullcontext():
+            continual.save()
+
+
+def continual_run_promote(*, continual: ContinualRun, actor) -> ModelVersion:
+    """An ML admin makes the candidate that passed the gate the active version (audited)."""
+    _require(actor, "evaluation.change_continualrun", _("Only ML admins can promote a candidate."))
+    with transaction.atomic(), set_actor(actor):
+        continual = ContinualRun.objects.select_for_update(of=("self",)).select_related("candidate").get(pk=continual.pk)
+        if continual.status != ContinualRun.Status.PASSED:
+            raise ValidationError(_("Only a candidate that passed the gate is promoted here (this one: %(status)s). "
+                                    "Any version can still be made active from its own page, with the comparison.") % {
+                "status": continual.get_status_display()})
+        model_version_activate(version=continual.candidate, actor=actor)
+        continual.status = ContinualRun.Status.PROMOTED
+        continual.save()
+    return continual.candidate
+
+
+def retrain_when_feedback_waits() -> ContinualRun | None:
+    """The beat schedule's check: retrain once MEDPORTAL_RETRAIN_AFTER accepted examples wait and nothing is retraining."""
+    needed, gate_name = settings.MEDPORTAL_RETRAIN_AFTER, settings.MEDPORTAL_GATE_CASE_SET
+    if not needed or not gate_name:
+        return None
+    gate = CaseSet.objects.filter(name=gate_name).first()
+    busy = ContinualRun.objects.filter(status__in=(ContinualRun.Status.TRAINING, ContinualRun.Status.EVALUATING)).exists()
+    if gate is None or busy or feedback_waiting().count() < needed:
+        return None
+    return continual_run_start(actor=None, gate_case_set=gate)

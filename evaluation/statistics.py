@@ -126,6 +126,7 @@ def bar_chart(
     hi: float = 5,
     width: int = 640,
     height: int = 240,
+    tick_step: int = 1,
 ) -> dict:
     """Geometry for a grouped SVG bar chart with CI whiskers; the template only draws what this returns."""
     for label, estimates in series:
@@ -166,7 +167,7 @@ def bar_chart(
         "width": width,
         "height": height,
         "plot": plot,
-        "ticks": [{"y": y(v), "label": str(v)} for v in range(math.ceil(lo), math.floor(hi) + 1)],
+        "ticks": [{"y": y(v), "label": str(v)} for v in range(math.ceil(lo), math.floor(hi) + 1, tick_step)],
         "groups": [{"x": round(plot["left"] + (g + 0.5) * band, 1), "label": group} for g, group in enumerate(groups)],
         "bars": bars,
         "legend": [{"label": label, "series": s} for s, (label, _) in enumerate(series)],

@@ -21,29 +21,32 @@ from modeling.selectors import (
 )
 from modeling.services import (
     TRAINING_PARAMETERS,
-    model_version_activate,
-    training_datasets,
+    model_version_retire,
     training_parameter_defaults,
     training_run_cancel,
     training_run_resume,
-    training_run_start,
 )
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "status", "base_model", "adapter", "quantization", "created_at"]
-    list_filter = ["status", "quantization"]
-    readonly_fields = ["status", "metrics", "calibration", "created_by", "created_at"]
-    actions = ["activate"]
+    """The registry. The version page (evaluations, gate, lineage, activation with a comparison, rollback) is this admin
+    extended by the evaluation app, which owns the evaluations it shows (evaluation.admin.VersionAdmin)."""
 
-    @admin.action(description="Make the selected version active", permissions=["change"])
-    def activate(self, request, queryset):
-        if queryset.count() != 1:
-            self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
-            return
-        version = model_version_activate(version=queryset.get(), actor=request.user)
-        self.message_user(request, f"{version} is now the active model version.", messages.SUCCESS)
+    list_display = ["name", "status", "base_model", "adapter", "quantization", "activated_at", "created_at"]
+    list_filter = ["status", "quantization"]
+    readonly_fields = ["status", "metrics", "calibration", "activated_at", "previous", "created_by", "created_at"]
+    actions = ["retire"]
+
+    @admin.action(description=_("Retire the selected versions"), permissions=["change"])
+    def retire(self, request, queryset):
+        for version in queryset:
+            try:
+                model_version_retire(version=version, actor=request.user)
+            except ValidationError as error:
+                self.message_user(request, " ".join(error.messages), messages.ERROR)
+            else:
+                self.message_user(request, _("%(version)s is retired.") % {"version": version}, messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -61,8 +64,9 @@ class TrainingRunStartForm(forms.Form):
     """What an ML admin chooses for a run; the services check the combination and the parameters' ranges."""
 
     kind = forms.ChoiceField(label=_("Kind"), choices=TrainingRun.Kind.choices, initial=TrainingRun.Kind.SFT, help_text=_(
-        "Supervised fine-tuning trains a new LoRA adapter on the version's base model; continual learning continues the "
-        "version's adapter; distillation trains the student toward a teacher version's answers."))
+        "Supervised fine-tuning trains the version's model on the chosen cases (the whole model or a new LoRA adapter, "
+        "see Fine-tuning); continual learning continues the version's adapter, or its whole model when it has none; "
+        "distillation trains the student toward a teacher version's answers."))
     dataset = forms.ChoiceField(label=_("Training data"), help_text=_(
         "A labelled case set. Its de-identified cases are exported for the run when it is queued."))
     val_dataset = forms.ChoiceField(label=_("Validation data"), required=False, help_text=_(
@@ -71,12 +75,16 @@ class TrainingRunStartForm(forms.Form):
         "The model version to train from (the student, for distillation)."))
     teacher_version = forms.ModelChoiceField(label=_("Teacher version"), queryset=ModelVersion.objects.none(),
                                              required=False, help_text=_("Distillation only."))
+    finetuning_type = forms.ChoiceField(label=_("Fine-tuning"), choices=[
+        ("auto", _("Automatic: the whole model when it is small (under 100M parameters), else LoRA")),
+        ("lora", _("LoRA adapters")), ("full", _("The whole model"))])
     epochs = forms.FloatField(label=_("Epochs"))
     max_steps = forms.IntegerField(label=_("Maximum steps"), required=False,
                                    help_text=_("Optional; when set, the run stops after this many steps."))
     batch_size = forms.IntegerField(label=_("Batch size"))
     max_length = forms.IntegerField(label=_("Maximum length"), help_text=_("Tokens per example (prompt and answer)."))
-    learning_rate = forms.FloatField(label=_("Learning rate"))
+    learning_rate = forms.FloatField(label=_("Learning rate"), required=False, help_text=_(
+        "Empty: 0.001 for the whole model, 0.0002 for LoRA adapters."))
     lora_r = forms.IntegerField(label=_("LoRA rank r"))
     lora_alpha = forms.IntegerField(label=_("LoRA alpha"))
     lora_dropout = forms.FloatField(label=_("LoRA dropout"))
@@ -92,7 +100,8 @@ class TrainingRunStartForm(forms.Form):
 
     fieldsets = (
         (_("What to train"), ("kind", "dataset", "val_dataset", "base_version", "teacher_version")),
-        (_("Parameters"), ("epochs", "max_steps", "batch_size", "max_length", "learning_rate", "lora_r", "lora_alpha",
+        (_("Parameters"), ("finetuning_type", "epochs", "max_steps", "batch_size", "max_length", "learning_rate", "lora_r",
+                           "lora_alpha",
                            "lora_dropout", "quantization", "term_weight", "eval_steps", "save_steps", "logging_steps")),
         (_("Distillation"), ("distill_alpha", "distill_temperature")),
     )
@@ -155,15 +164,23 @@ class TrainingRunAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    # Training data are case records, which modeling does not know: the evaluation app, which orchestrates training on
+    # case sets and feedback, extends this admin with both (evaluation.admin.TrainingAdmin).
+    def dataset_choices(self) -> list[tuple[str, str]]:
+        return []
+
+    def start_run(self, **request) -> TrainingRun:
+        raise ValidationError(_("No training data source is installed."))
+
     def add_view(self, request, form_url="", extra_context=None):
         if not self.has_add_permission(request):
             raise PermissionDenied
-        datasets = list(training_datasets().choices())
+        datasets = list(self.dataset_choices())
         form = TrainingRunStartForm(request.POST or None, datasets=datasets)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                run = training_run_start(
+                run = self.start_run(
                     kind=data["kind"], dataset_key=data["dataset"], val_dataset_key=data["val_dataset"],
                     base_version=data["base_version"], teacher_version=data["teacher_version"],
                     parameters={name: data[name] for name in TRAINING_PARAMETERS}, started_by=request.user,

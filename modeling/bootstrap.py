@@ -5,7 +5,7 @@ the house prompt format, trains a BPE tokenizer and a tiny ``LlamaForCausalLM`` 
 both with ``save_pretrained`` plus ``medportal.json`` (config, training figures, metrics, label set) and measures
 top-1 diagnosis accuracy on held-out cases twice: from greedy generations read with ``parse_answer`` (what a doctor
 sees) and from ranking the knowledge base's diagnoses in the case's language by the quantity that the engine's
-``score_candidates`` computes (the app's ranked differential; ``score_labels`` shares the prompt's computation).
+``score_candidates`` computes (the app's ranked differential, with the same engine).
 With the defaults the whole run, evaluation included, takes under ten minutes on two CPU cores.
 
 No Django here: the management command ``bootstrap_model`` registers the result.
@@ -338,43 +338,6 @@ def loss_curve(losses: Sequence[float], points: int = CURVE_POINTS) -> list[floa
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
-def score_labels(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, prompt: str, labels: Sequence[str]) -> list[float]:
-    """What ``HFEngine.score_candidates(prompt, labels)`` returns, computed once for the prompt instead of per label.
-
-    The engine runs prompt + candidate for every candidate (simple, and fine for one case in the app); scoring
-    hundreds of held-out cases against every label that way would cost minutes, so the prompt's key/value cache is
-    computed once and shared. Same quantity: the softmax over labels of each label's mean token log-probability,
-    with the prompt's trailing space moved onto every label as the engine does ("Diagnosis: " + "Gout" -> " Gout").
-    """
-    stripped = prompt.rstrip(" ")
-    lead = prompt[len(stripped) :]
-    candidate_ids = [tokenizer(lead + label, add_special_tokens=False)["input_ids"] for label in labels]
-    longest = max(len(ids) for ids in candidate_ids)
-    prompt_ids = tokenizer(stripped)["input_ids"]
-    limit = model.config.max_position_embeddings - longest
-    if len(prompt_ids) > limit:  # as the engine truncates: <s> and the end of the prompt
-        prompt_ids = [prompt_ids[0], *prompt_ids[len(prompt_ids) - limit + 1 :]]
-    with torch.inference_mode():
-        out = model(input_ids=torch.tensor([prompt_ids]), use_cache=True, logits_to_keep=1)
-        first = out.logits[0, -1].float().log_softmax(-1)
-        cache = out.cache
-        cache.batch_repeat_interleave(len(labels))
-        batch = torch.full((len(labels), longest), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(labels), len(prompt_ids) + longest), dtype=torch.long)
-        mask[:, : len(prompt_ids)] = 1
-        for row, ids in enumerate(candidate_ids):
-            batch[row, : len(ids)] = torch.tensor(ids)
-            mask[row, len(prompt_ids) : len(prompt_ids) + len(ids)] = 1
-        positions = torch.arange(len(prompt_ids), len(prompt_ids) + longest).expand(len(labels), -1)
-        logits = model(input_ids=batch, attention_mask=mask, position_ids=positions, cache=cache).logits
-        log_probs = logits.float().log_softmax(-1)
-    means = []
-    for row, ids in enumerate(candidate_ids):
-        total = first[ids[0]] + sum(log_probs[row, j - 1, ids[j]] for j in range(1, len(ids)))
-        means.append(total / len(ids))
-    return torch.stack(means).softmax(0).tolist()
-
-
 def evaluate(
     output_dir: Path,
     cases: Sequence[SyntheticCase],
@@ -399,7 +362,7 @@ def evaluate(
     scored = 0
     for prompt, case in zip(prompts, cases, strict=True):
         names = labels[case.language]
-        probabilities = score_labels(engine.model, engine.tokenizer, diagnosis_prompt(prompt, case.language), names)
+        probabilities = engine.score_candidates(diagnosis_prompt(prompt, case.language), names)
         scored += names[max(range(len(names)), key=probabilities.__getitem__)] == case.diagnosis
     score_seconds = time.monotonic() - start
     progress(f"scored {len(cases)} cases against each language's {len(conditions)} labels in {score_seconds:.0f}s: "

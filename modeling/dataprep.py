@@ -553,9 +553,32 @@ def _same_case(replacement: str, written: str, group: tuple[str, ...]) -> str:
     return replacement
 
 
+_LINE_HEAD = re.compile(r"^([^:：\n]{1,40}[:：]\s*)(.*)$", re.DOTALL)
+_SENTENCE_END = re.compile(r"(?<=[.。;；!?！？])\s*")
+MIN_FINDINGS_TO_SHUFFLE = 3
+
+
+def shuffle_findings(text: str, rng: random.Random) -> str:
+    """Each line that lists three or more sentences ("Other symptoms: Has a cough. Has a fever. ...") with them in
+    another order; a line's head ("Other symptoms: ") stays first. A list of findings means the same in any order."""
+    lines = []
+    for line in text.split("\n"):
+        match = _LINE_HEAD.match(line)
+        head, body = (match.group(1), match.group(2)) if match else ("", line)
+        sentences = [part for part in _SENTENCE_END.split(body) if part.strip()]
+        if len(sentences) >= MIN_FINDINGS_TO_SHUFFLE:
+            rng.shuffle(sentences)
+            joiner = "" if _language(None, body) == "zh" else " "
+            body = joiner.join(sentence.strip() for sentence in sentences)
+        lines.append(head + body)
+    return "\n".join(lines)
+
+
 def augment_text(text: str, rng: random.Random, language: str | None = None) -> str:
-    """``text`` with some synonyms and section headers swapped for another way of writing them (at least one, if any)."""
+    """``text`` with its listed findings in another order and some synonyms and section headers swapped for another
+    way of writing them (at least one, if any)."""
     language = _language(language, text)
+    text = shuffle_findings(text, rng)
     spots = _swapper(language).spots(text)
     if not spots:
         return text
@@ -637,6 +660,28 @@ def split_of(group: str, *, val_fraction: float = 0.1, test_fraction: float = 0.
 def split_key(record: Record) -> str:
     """What a split keeps together: the patient, else the case id, else (neither known) the cleaned text."""
     return record.group or clean_medical_text(record.text, record.language or None)
+
+
+def stratified_sample(records: Iterable[Record], size: int, *, seed: int = 0) -> list[Record]:
+    """``size`` records drawn so that each diagnosis keeps its share (largest remainder; at least one of a diagnosis
+    whose share rounds to none, while room is left), in the records' order. All of them when there are not more."""
+    records = list(records)
+    if size >= len(records):
+        return records
+    if size <= 0:
+        return []
+    groups: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        groups.setdefault(record.diagnosis, []).append(index)
+    exact = {label: size * len(indices) / len(records) for label, indices in groups.items()}
+    quota = {label: math.floor(share) for label, share in exact.items()}
+    # Remaining places: diagnoses with none yet first, then by the largest fractional part (ties by name: deterministic).
+    order = sorted(groups, key=lambda label: (quota[label] > 0, -(exact[label] - quota[label]), label))
+    for label in order[: size - sum(quota.values())]:
+        quota[label] += 1
+    rng = random.Random(seed)
+    chosen = sorted(index for label, indices in groups.items() for index in rng.sample(indices, quota[label]))
+    return [records[index] for index in chosen]
 
 
 def split_records(

@@ -37,6 +37,10 @@ class ModelVersion(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    # When it last became the active version, and the version it replaced then: what a rollback goes back to.
+    activated_at = models.DateTimeField(_("last activated"), null=True, blank=True)
+    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 verbose_name=_("replaced"))
 
     class Meta:
         ordering = ["-created_at", "-id"]

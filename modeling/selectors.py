@@ -77,3 +77,17 @@ def training_run_is_stale(run: TrainingRun, *, now=None) -> bool:
 def model_version_training_choices() -> QuerySet[ModelVersion]:
     """Versions to train from or distil: any but the retired ones, the active one first."""
     return ModelVersion.objects.exclude(status=ModelVersion.Status.RETIRED).order_by("status", "-created_at")
+
+
+def model_version_lineage(version: ModelVersion, *, limit: int = 20) -> list[dict]:
+    """Where a version came from, newest first: each version with the training run that made it (None for one that
+    was registered, such as a bootstrapped or downloaded model) and the data that run trained on."""
+    chain, seen = [], set()
+    current = version
+    while current is not None and current.pk not in seen and len(chain) < limit:
+        seen.add(current.pk)
+        run = (TrainingRun.objects.filter(result_version=current).select_related("base_version", "started_by")
+               .order_by("-pk").first())
+        chain.append({"version": current, "run": run})
+        current = run.base_version if run else None
+    return chain

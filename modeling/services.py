@@ -1,13 +1,10 @@
 """Writes to the model registry and to training runs."""
 
-import importlib
 import logging
 import math
 import os
-import shutil
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,7 +20,9 @@ from django.utils.translation import gettext as _
 
 from modeling.models import ModelVersion, TrainingRun
 from modeling.selectors import training_run_is_stale
+from modeling.signals import training_run_finished
 from modeling.training import (
+    FINETUNING_TYPES,
     FineTuneRun,
     TrainConfig,
     TrainEvent,
@@ -53,7 +52,7 @@ def model_version_register(
             label_set=label_set or [], metrics=metrics or {}, created_by=created_by,
         )
         if activate:
-            model_version_activate(version=version, actor=created_by)
+            version = model_version_activate(version=version, actor=created_by)
     return version
 
 
@@ -65,13 +64,50 @@ def model_version_calibrate(*, version: ModelVersion, calibration: dict, actor=N
     return version
 
 
-def model_version_activate(*, version: ModelVersion, actor=None) -> ModelVersion:
-    """Make this version the active one; the previous active version is retired in the same transaction."""
+def model_version_activate(*, version: ModelVersion, actor=None, rollback: bool = False) -> ModelVersion:
+    """Make this version the active one, in one transaction (audited).
+
+    The version it replaces becomes a candidate again: it stays selectable for re-runs and evaluations, and a rollback
+    (``rollback=True``, activating the version recorded as replaced) brings it back. A retired version is not activated.
+    """
     with transaction.atomic(), set_actor(actor):
-        for previous in ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).exclude(pk=version.pk):
-            previous.status = ModelVersion.Status.RETIRED
-            previous.save(update_fields=["status"])
-        version.status = ModelVersion.Status.ACTIVE
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status == ModelVersion.Status.RETIRED:
+            raise ValidationError(_("%(version)s is retired and cannot be activated.") % {"version": version.name})
+        if version.status == ModelVersion.Status.ACTIVE:
+            return version
+        current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
+        if current is not None:
+            current.status = ModelVersion.Status.CANDIDATE
+            current.save(update_fields=["status"])
+        version.status, version.activated_at = ModelVersion.Status.ACTIVE, timezone.now()
+        fields = ["status", "activated_at"]
+        if not rollback and current is not None:
+            version.previous = current
+            fields.append("previous")
+        version.save(update_fields=fields)
+    return version
+
+
+def model_version_rollback(*, actor=None) -> ModelVersion:
+    """Activate the version the active one replaced; a ValidationError when there is none to go back to."""
+    current = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).select_related("previous").first()
+    target = current.previous if current else None
+    if target is None:
+        raise ValidationError(_("There is no earlier active version to roll back to."))
+    if target.status == ModelVersion.Status.RETIRED:
+        raise ValidationError(_("%(version)s, the version before, has been retired.") % {"version": target.name})
+    return model_version_activate(version=target, actor=actor, rollback=True)
+
+
+def model_version_retire(*, version: ModelVersion, actor=None) -> ModelVersion:
+    """Withdraw a version: doctors and evaluations no longer choose it. The active version cannot be retired."""
+    with transaction.atomic(), set_actor(actor):
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status == ModelVersion.Status.ACTIVE:
+            raise ValidationError(_("%(version)s is the active version; activate another one before retiring it.") % {
+                "version": version.name})
+        version.status = ModelVersion.Status.RETIRED
         version.save(update_fields=["status"])
     return version
 
@@ -81,7 +117,7 @@ def model_version_activate(*, version: ModelVersion, actor=None) -> ModelVersion
 # The TrainConfig fields an ML admin sets for a run (defaults: TrainConfig's). Everything else (files, models,
 # resume) comes from the run itself.
 TRAINING_PARAMETERS = (
-    "epochs", "max_steps", "batch_size", "max_length", "learning_rate", "lora_r", "lora_alpha", "lora_dropout",
+    "finetuning_type", "epochs", "max_steps", "batch_size", "max_length", "learning_rate", "lora_r", "lora_alpha", "lora_dropout",
     "quantization", "term_weight", "eval_steps", "save_steps", "logging_steps", "distill_alpha", "distill_temperature",
 )
 DISTILL_PARAMETERS = ("distill_alpha", "distill_temperature")
@@ -142,12 +178,16 @@ def training_parameters_clean(parameters: dict, *, kind: str) -> dict:
         "distill_temperature": (lambda v: v > 0, _("The temperature must be positive.")),
     }
     for name, (valid, message) in checks.items():
+        if name == "learning_rate" and values[name] is None:
+            continue  # the default for the kind of fine-tuning (modeling.training.DEFAULT_LEARNING_RATE)
         value = number(name)
         if value is not None and not valid(value):
             errors[name] = message
         values[name] = value
     if values["quantization"] not in ModelVersion.Quantization.values:
         errors["quantization"] = _("Choose none, 8bit or 4bit.")
+    if values["finetuning_type"] not in FINETUNING_TYPES:
+        errors["finetuning_type"] = _("Choose auto, lora or full.")
     if errors:
         raise ValidationError(errors)
     if kind != TrainingRun.Kind.DISTILL:
@@ -160,17 +200,12 @@ def training_parameters_clean(parameters: dict, *, kind: str) -> dict:
     return values
 
 
-def _check_run_request(*, kind: str, base_version: ModelVersion | None, teacher_version: ModelVersion | None) -> dict:
+def training_run_request_errors(*, kind: str, base_version: ModelVersion | None, teacher_version: ModelVersion | None) -> dict:
     errors = {}
     if kind not in TrainingRun.Kind.values:
         errors["kind"] = _("Choose supervised fine-tuning, distillation or continual learning.")
     if base_version is None:
         errors["base_version"] = _("Choose the model version to train from.")
-    elif kind == TrainingRun.Kind.CONTINUAL and not base_version.adapter:
-        errors["base_version"] = _(
-            "Continual learning continues a version's LoRA adapter, and %(version)s has none. "
-            "Choose supervised fine-tuning to train a new adapter."
-        ) % {"version": base_version.name}
     if kind == TrainingRun.Kind.DISTILL and teacher_version is None:
         errors["teacher_version"] = _("Distillation needs a teacher version.")
     elif kind != TrainingRun.Kind.DISTILL and teacher_version is not None:
@@ -194,9 +229,10 @@ def training_run_create(
     """Queue a training run; the training task is enqueued once the transaction commits."""
     from modeling.tasks import run_training
 
-    if not started_by.has_perm("modeling.add_trainingrun"):
+    # started_by None: the product itself (retraining from feedback on a schedule).
+    if started_by is not None and not started_by.has_perm("modeling.add_trainingrun"):
         raise PermissionDenied(_("Only ML admins can start training runs."))
-    errors = _check_run_request(kind=kind, base_version=base_version, teacher_version=teacher_version)
+    errors = training_run_request_errors(kind=kind, base_version=base_version, teacher_version=teacher_version)
     for name, path in (("train_file", train_file), ("val_file", val_file)):
         if path and not Path(path).is_file():
             errors[name] = _("The file %(path)s does not exist.") % {"path": path}
@@ -218,68 +254,6 @@ def training_run_create(
     return run
 
 
-def training_datasets():
-    """The dataset provider named by MEDPORTAL_TRAINING_DATASETS (cases' case sets: modeling does not import cases)."""
-    return importlib.import_module(settings.MEDPORTAL_TRAINING_DATASETS)
-
-
-def training_run_start(
-    *,
-    kind: str,
-    dataset_key: str,
-    base_version: ModelVersion | None,
-    parameters: dict,
-    started_by,
-    teacher_version: ModelVersion | None = None,
-    val_dataset_key: str = "",
-) -> TrainingRun:
-    """The admin's "Start a training run": export the chosen case set(s) to JSONL, then queue the run on them."""
-    if not started_by.has_perm("modeling.add_trainingrun"):
-        raise PermissionDenied(_("Only ML admins can start training runs."))
-    errors = _check_run_request(kind=kind, base_version=base_version, teacher_version=teacher_version)
-    try:
-        training_parameters_clean(parameters, kind=kind)
-    except ValidationError as error:
-        errors = {**error.message_dict, **errors}
-    provider = training_datasets()
-    offered = dict(provider.choices())
-    if dataset_key not in offered:
-        errors["dataset"] = _("Choose one of the case sets offered.")
-    if val_dataset_key and val_dataset_key not in offered:
-        errors["val_dataset"] = _("Choose one of the case sets offered.")
-    elif val_dataset_key and val_dataset_key == dataset_key:
-        errors["val_dataset"] = _("Validate on another case set than the one trained on, or leave it empty.")
-    if errors:  # before exporting anything
-        raise ValidationError(errors)
-    directory = Path(settings.MEDPORTAL_TRAINING_DIR) / "data" / f"{timezone.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
-    try:
-        # One transaction: a run that cannot be queued leaves no export behind (the provider audits its exports).
-        with transaction.atomic():
-            train_file, description = _export(provider, dataset_key, directory / "train", "dataset", started_by)
-            val_file = None
-            if val_dataset_key:
-                val_file, val_description = _export(provider, val_dataset_key, directory / "validation", "val_dataset",
-                                                    started_by)
-                description = _("%(train)s; validated on %(validation)s") % {"train": description, "validation": val_description}
-            return training_run_create(
-                kind=kind, dataset=str(description)[:300], train_file=train_file, val_file=val_file,
-                base_version=base_version, parameters=parameters, started_by=started_by, teacher_version=teacher_version,
-            )
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)  # nothing trains on it
-        raise
-
-
-def _export(provider, key: str, directory: Path, field: str, actor) -> tuple[Path, str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        return provider.export(key, directory, actor=actor)
-    except ValidationError as error:
-        raise ValidationError({field: error.messages}) from None
-    except ValueError as error:  # e.g. an empty case set
-        raise ValidationError({field: str(error)}) from None
-
-
 def training_run_cancel(*, run: TrainingRun, actor) -> TrainingRun:
     """A queued run is cancelled now; a running one is asked to stop, and stops after saving a checkpoint."""
     if not actor.has_perm("modeling.change_trainingrun"):
@@ -291,6 +265,7 @@ def training_run_cancel(*, run: TrainingRun, actor) -> TrainingRun:
             run.status, run.finished_at = TrainingRun.Status.CANCELLED, timezone.now()
             run.last_checkpoint = _newest_checkpoint(run) or run.last_checkpoint
             run.save()
+            _announce_end(run.pk)
         elif run.status == TrainingRun.Status.RUNNING:
             run.cancel_requested = True
             run.save()
@@ -349,6 +324,7 @@ def _fail_orphaned(run: TrainingRun) -> None:
     run.last_checkpoint = _newest_checkpoint(run) or run.last_checkpoint
     run.log_tail = _tail([*run.log_tail.splitlines(), _log_line(message)])
     run.save()
+    _announce_end(run.pk)
 
 
 def _newest_checkpoint(run: TrainingRun) -> str:
@@ -422,7 +398,7 @@ def training_config(run: TrainingRun) -> TrainConfig:
         "output_dir": run.output_dir,
         "resume_from_checkpoint": run.resume_from or None,
     }
-    if run.kind == TrainingRun.Kind.CONTINUAL:
+    if run.kind == TrainingRun.Kind.CONTINUAL and base.adapter:  # else the version's whole model trains on
         values["adapter"] = base.adapter
     if run.kind == TrainingRun.Kind.DISTILL:
         values["distill_teacher"] = run.teacher_version.base_model
@@ -472,6 +448,11 @@ def _still_mine(run: TrainingRun | None, progress: "_RunProgress") -> bool:
     return run is not None
 
 
+def _announce_end(run_id: int) -> None:
+    """Tell the apps above (evaluation's retraining) that the run ended, once that is committed."""
+    transaction.on_commit(lambda: training_run_finished.send(sender=TrainingRun, run_id=run_id))
+
+
 def _training_run_fail(run: TrainingRun, progress: "_RunProgress", message: str) -> None:
     progress.log.append(_log_line(message))
     with transaction.atomic():
@@ -482,6 +463,7 @@ def _training_run_fail(run: TrainingRun, progress: "_RunProgress", message: str)
         run.status, run.error, run.finished_at = TrainingRun.Status.FAILED, message, timezone.now()
         run.last_checkpoint = _newest_checkpoint(run) or run.last_checkpoint
         run.save()
+        _announce_end(run.pk)
 
 
 def _training_run_finish(run: TrainingRun, progress: "_RunProgress", result: TrainResult) -> None:
@@ -501,6 +483,7 @@ def _training_run_finish(run: TrainingRun, progress: "_RunProgress", result: Tra
             run.status = TrainingRun.Status.SUCCEEDED
             run.result_version = _register_candidate(run, result)
         run.save()
+        _announce_end(run.pk)
 
 
 def _register_candidate(run: TrainingRun, result: TrainResult) -> ModelVersion:
@@ -515,10 +498,29 @@ def _register_candidate(run: TrainingRun, result: TrainResult) -> ModelVersion:
     metrics = {
         **result.metrics, "steps": result.steps, "training_run": run.pk, "kind": run.kind, "dataset": run.dataset,
     }
+    if result.finetuning_type == "full":  # a whole model of its own, with its tokenizer
+        base_model, adapter = str(result.adapter_dir), ""
+    else:
+        base_model, adapter = base.base_model, str(result.adapter_dir)
     return model_version_register(
-        name=candidate, base_model=base.base_model, adapter=str(result.adapter_dir), quantization=base.quantization,
-        label_set=list(base.label_set), metrics=metrics, created_by=run.started_by,
+        name=candidate, base_model=base_model, adapter=adapter, quantization=base.quantization,
+        label_set=_label_set(base, run.train_file), metrics=metrics, created_by=run.started_by,
     )
+
+
+def _label_set(base: ModelVersion, train_file: str) -> list[str]:
+    """The base version's labels, then the diagnoses the run was trained on that it lacks (most frequent first): a
+    version ranks what it learnt."""
+    from collections import Counter
+
+    from modeling.records import read_records
+
+    try:
+        trained = Counter(record.diagnosis for record in read_records(train_file))
+    except (OSError, ValueError):
+        trained = Counter()
+    known = list(base.label_set)
+    return known + [label for label, _count in trained.most_common() if label not in set(known)]
 
 
 class _RunProgress:

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--val_fraction", type=float, default=DEFAULTS["val_fraction"])
     data.add_argument("--output_dir", required=True)
     data.add_argument("--augment", action="store_true", help="synonym and phrasing augmentation of training cases")
+    data.add_argument("--augment_copies", type=int, default=DEFAULTS["augment_copies"],
+                      help="rephrased variants per training case with --augment")
     data.add_argument("--seed", type=int, default=DEFAULTS["seed"])
 
     loop = parser.add_argument_group("schedule")
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--max_steps", type=int, default=None, help="overrides --epochs")
     loop.add_argument("--batch_size", type=int, default=DEFAULTS["batch_size"])
     loop.add_argument("--max_length", type=int, default=DEFAULTS["max_length"])
-    loop.add_argument("--learning_rate", type=float, default=DEFAULTS["learning_rate"])
+    loop.add_argument("--learning_rate", type=float, default=DEFAULTS["learning_rate"],
+                      help="default: 1e-3 for full fine-tuning, 2e-4 for LoRA")
     loop.add_argument("--weight_decay", type=float, default=DEFAULTS["weight_decay"])
     loop.add_argument("--warmup_steps", type=float, default=DEFAULTS["warmup_steps"], help="steps, or a fraction below 1")
     loop.add_argument("--eval_steps", type=int, default=DEFAULTS["eval_steps"])
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--resume_from_checkpoint", help="a checkpoint folder, or 'latest' in --output_dir")
 
     lora = parser.add_argument_group("LoRA and quantisation")
+    lora.add_argument("--finetuning_type", choices=("auto", "lora", "full"), default=DEFAULTS["finetuning_type"],
+                      help="full: every weight (small models); lora: adapters; auto: full below 100M parameters")
     lora.add_argument("--lora_r", type=int, default=DEFAULTS["lora_r"])
     lora.add_argument("--lora_alpha", type=int, default=DEFAULTS["lora_alpha"])
     lora.add_argument("--lora_dropout", type=float, default=DEFAULTS["lora_dropout"])
@@ -61,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--term_weight", type=float, default=DEFAULTS["term_weight"],
                       help="weight of answer tokens inside medical terms (1 = plain cross-entropy)")
     loss.add_argument("--term_lexicon", help="extra medical terms, one per line")
+    loss.add_argument("--diagnosis_weight", type=float, default=DEFAULTS["diagnosis_weight"],
+                      help="weight of the answer's diagnosis line (1 = like any other answer token)")
     loss.add_argument("--distill_teacher", help="teacher model folder (must share the student's tokenizer)")
     loss.add_argument("--distill_teacher_adapter", help="LoRA adapter applied to the teacher")
     loss.add_argument("--distill_alpha", type=float, default=DEFAULTS["distill_alpha"])
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         progress.close()
-    print(f"adapter: {result.adapter_dir}")
+    print(f"{'model' if result.finetuning_type == 'full' else 'adapter'}: {result.adapter_dir}")
     if result.best_eval_loss is not None:
         print(f"best eval loss: {result.best_eval_loss:.4f}")
     print(f"steps: {result.steps}/{result.total_steps}")

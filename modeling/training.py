@@ -15,6 +15,7 @@ p_student) — Hinton et al.'s distillation term, ``F.kl_div(log p_student, p_te
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
@@ -42,13 +43,20 @@ BEST_DIR = "best"
 BEST_FILE = "best.json"  # in best/: the step and evaluation loss of the adapter kept there
 # A resumed run must see the same weights, data order and train/validation split as the run it continues.
 RESUME_MUST_MATCH = (
-    "base_model", "adapter", "lora_r", "lora_alpha", "target_modules", "quantization", "batch_size", "max_length",
-    "train_file", "val_file", "val_fraction", "augment", "seed", "term_weight", "term_lexicon", "distill_teacher",
+    "base_model", "finetuning_type", "adapter", "lora_r", "lora_alpha", "target_modules", "quantization", "batch_size",
+    "max_length", "train_file", "val_file", "val_fraction", "augment", "augment_copies", "seed", "term_weight",
+    "diagnosis_weight", "term_lexicon", "distill_teacher",
 )
 FINAL_DIR = "final"
 REPORT_TO = ("none", "tensorboard", "wandb")
 GRAD_CLIP = 1.0
 EVAL_BATCH_SIZE = 16
+FINETUNING_TYPES = ("auto", "lora", "full")
+# "auto": a model this small is fine-tuned whole (LoRA's few parameters cannot hold a new task on it: medportal-tiny
+# with LoRA r32 on every projection stayed far below a bag-of-words baseline on DDXPlus); a larger one gets LoRA.
+FULL_FINETUNE_MAX_PARAMETERS = 100_000_000
+# The learning rate when none is given: whole small models move with a larger one than adapters of large ones.
+DEFAULT_LEARNING_RATE = {"lora": 2e-4, "full": 1e-3}
 
 
 class TrainingError(Exception):
@@ -61,13 +69,14 @@ class TrainConfig:
     train_file: str
     output_dir: str
     val_file: str | None = None
+    finetuning_type: str = "auto"
     val_fraction: float = 0.1
     adapter: str | None = None
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 8
     max_length: int = 512
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None
     weight_decay: float = 0.0
     warmup_steps: float = 0
     eval_steps: int = 50
@@ -80,12 +89,14 @@ class TrainConfig:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     quantization: str = "none"
     term_weight: float = 1.0
+    diagnosis_weight: float = 1.0
     term_lexicon: str | None = None
     distill_teacher: str | None = None
     distill_teacher_adapter: str | None = None
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
     augment: bool = False
+    augment_copies: int = 1
     seed: int = 0
     resume_from_checkpoint: str | None = None
     report_to: str = "none"
@@ -94,13 +105,20 @@ class TrainConfig:
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
         problems = []
-        positive = ("batch_size", "max_length", "eval_steps", "save_steps", "logging_steps", "lora_r", "lora_alpha")
+        positive = ("batch_size", "max_length", "eval_steps", "save_steps", "logging_steps", "lora_r", "lora_alpha",
+                    "augment_copies")
         problems += [f"{name} must be at least 1, not {getattr(self, name)}" for name in positive if getattr(self, name) < 1]
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be at least 1, not {self.max_steps}")
         if self.max_steps is None and not self.epochs > 0:
             problems.append(f"epochs must be positive, not {self.epochs}")
-        if not 0 < self.learning_rate < 1:
+        if self.finetuning_type not in FINETUNING_TYPES:
+            problems.append(f"finetuning_type must be one of {', '.join(FINETUNING_TYPES)}, not {self.finetuning_type!r}")
+        elif self.finetuning_type == "full" and self.adapter:
+            problems.append("full fine-tuning trains the whole model; an adapter to continue needs finetuning_type lora")
+        elif self.finetuning_type == "full" and self.quantization != "none":
+            problems.append("full fine-tuning needs unquantised weights (quantization none); use lora with 8bit/4bit")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             problems.append(f"learning_rate must be between 0 and 1, not {self.learning_rate}")
         if self.weight_decay < 0 or self.warmup_steps < 0:
             problems.append("weight_decay and warmup_steps must not be negative")
@@ -112,6 +130,8 @@ class TrainConfig:
             problems.append(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {self.quantization!r}")
         if self.term_weight <= 0:
             problems.append(f"term_weight must be positive, not {self.term_weight}")
+        if self.diagnosis_weight <= 0:
+            problems.append(f"diagnosis_weight must be positive, not {self.diagnosis_weight}")
         if not 0 <= self.distill_alpha <= 1:
             problems.append(f"distill_alpha must be in [0, 1], not {self.distill_alpha}")
         if self.distill_temperature <= 0:
@@ -158,6 +178,7 @@ class TrainResult:
     final_loss: float | None
     last_checkpoint: Path | None
     metrics: dict = field(default_factory=dict)
+    finetuning_type: str = "lora"  # "full": adapter_dir holds a whole model (with its tokenizer), not an adapter
 
 
 @dataclass(frozen=True)
@@ -206,28 +227,49 @@ def load_lexicon(path: str | None) -> list[str]:
 def term_weights(tokenizer, targets: Sequence[str], matcher: TermMatcher, weight: float) -> list[list[float]]:
     """Per target, one weight per token of ``tokenizer(target, add_special_tokens=False)``: ``weight`` for a token whose
     characters overlap a term, 1.0 otherwise. Multi-token terms weigh every one of their tokens."""
+    return span_weights(tokenizer, targets, matcher.spans, weight, what="term-weighted loss", flag="--term_weight 1")
+
+
+def diagnosis_span(target: str) -> list[tuple[int, int]]:
+    """The answer's first line: its diagnosis section ("Diagnosis: Asthma" / "【诊断】哮喘")."""
+    end = target.find("\n")
+    return [(0, len(target) if end < 0 else end)]
+
+
+def span_weights(tokenizer, targets: Sequence[str], spans: Callable[[str], list[tuple[int, int]]], weight: float, *,
+                 what: str, flag: str) -> list[list[float]]:
+    """Per target, ``weight`` for each token whose characters overlap one of ``spans(target)``, 1.0 for the others."""
     if not getattr(tokenizer, "is_fast", False):
-        raise TrainingError("term-weighted loss needs a fast tokenizer (character offsets); use --term_weight 1")
+        raise TrainingError(f"{what} needs a fast tokenizer (character offsets); use {flag}")
     encoded = tokenizer(list(targets), add_special_tokens=False, return_offsets_mapping=True)
     weights = []
     for target, offsets in zip(targets, encoded["offset_mapping"], strict=True):
         inside = bytearray(len(target))
-        for start, end in matcher.spans(target):
+        for start, end in spans(target):
             inside[start:end] = b"\x01" * (end - start)
         weights.append([weight if any(inside[a:b]) else 1.0 for a, b in offsets])
     return weights
 
 
 def encode_training_examples(
-    tokenizer, pairs: Sequence[tuple[str, str]], max_length: int, matcher: TermMatcher | None = None, weight: float = 1.0
+    tokenizer, pairs: Sequence[tuple[str, str]], max_length: int, matcher: TermMatcher | None = None, weight: float = 1.0,
+    *, diagnosis_weight: float = 1.0,
 ) -> list[TrainExample]:
-    """Tokenised (prompt, target) pairs as inference sees them, with loss weights for the answer tokens."""
+    """Tokenised (prompt, target) pairs as inference sees them, with loss weights for the answer tokens: ``weight`` for
+    tokens in the matcher's terms, times ``diagnosis_weight`` for those of the diagnosis line."""
     examples = encode_examples(tokenizer, pairs, max_length)
-    if matcher is None or weight == 1.0:
+    targets = [target for _, target in pairs]
+    factors = []
+    if matcher is not None and weight != 1.0:
+        factors.append(term_weights(tokenizer, targets, matcher, weight))
+    if diagnosis_weight != 1.0:
+        factors.append(span_weights(tokenizer, targets, diagnosis_span, diagnosis_weight, what="a diagnosis weight",
+                                    flag="--diagnosis_weight 1"))
+    if not factors:
         return [TrainExample(e.input_ids, e.prompt_length, (1.0,) * (len(e.input_ids) - e.prompt_length)) for e in examples]
-    per_target = term_weights(tokenizer, [target for _, target in pairs], matcher, weight)
     result = []
-    for example, weights in zip(examples, per_target, strict=True):
+    for index, example in enumerate(examples):
+        weights = [math.prod(values) for values in zip(*(factor[index] for factor in factors), strict=True)]
         answer_tokens = len(example.input_ids) - example.prompt_length
         kept = weights[: answer_tokens - 1] + [1.0]  # encode_examples cut the target to fit and appended </s>
         result.append(TrainExample(example.input_ids, example.prompt_length, tuple(kept)))
@@ -314,12 +356,18 @@ class FineTuneRun:
         self._check_files()
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
+        # A whole-model checkpoint holds the weights to continue from (with the tokenizer); a LoRA one the adapter only.
+        full_checkpoint = checkpoint is not None and _saved_config(checkpoint).get("finetuning_type") == "full"
         try:
             self.model, self.tokenizer, self.base_source, self.device, _ = load_model_and_tokenizer(
-                EngineConfig(base_model=config.base_model, quantization=config.quantization, device=config.device)
+                EngineConfig(base_model=str(checkpoint) if full_checkpoint else config.base_model,
+                             quantization=config.quantization, device=config.device)
             )
         except ModelLoadError as exc:
             raise TrainingError(f"cannot load the base model: {exc}") from None
+        if full_checkpoint:
+            self.base_source = config.base_model
+        self.config = config = self._resolved(config)
         self._prepare_data()
         self._attach_adapter(checkpoint)
         self.teacher = self._load_teacher() if config.distill_teacher else None
@@ -343,10 +391,30 @@ class FineTuneRun:
         total_count = sum(p.numel() for p in self.model.parameters())
         self._message(
             f"{len(self.train_examples)} training and {len(self.val_examples)} validation examples; "
-            f"{trainable_count:,} of {total_count:,} parameters trainable (LoRA r={config.lora_r} on "
-            f"{', '.join(config.target_modules)}); {self.total_steps} steps on {self.device}"
+            f"{trainable_count:,} of {total_count:,} parameters trainable ("
+            + ("the whole model" if self.full else f"LoRA r={config.lora_r} on {', '.join(config.target_modules)}")
+            + f", learning rate {config.learning_rate:g}); {self.total_steps} steps on {self.device}"
             + (f"; resuming at step {self.step}" if checkpoint else "")
         )
+
+    def _resolved(self, config: TrainConfig) -> TrainConfig:
+        """``auto`` and an unset learning rate made concrete for the loaded model (and recorded in the checkpoints)."""
+        kind = config.finetuning_type
+        if kind == "auto":
+            small = sum(p.numel() for p in self.model.parameters()) <= FULL_FINETUNE_MAX_PARAMETERS
+            kind = "full" if small and not config.adapter and config.quantization == "none" else "lora"
+        return dataclasses.replace(config, finetuning_type=kind,
+                                   learning_rate=config.learning_rate or DEFAULT_LEARNING_RATE[kind])
+
+    @property
+    def full(self) -> bool:
+        return self.config.finetuning_type == "full"
+
+    def _save_model(self, path: Path) -> None:
+        """The adapter (LoRA) or the whole model with its tokenizer (full), loadable as a version on its own."""
+        self.model.save_pretrained(path)
+        if self.full:
+            self.tokenizer.save_pretrained(path)
 
     def _check_files(self) -> None:
         config = self.config
@@ -359,7 +427,8 @@ class FineTuneRun:
         config = self.config
         try:
             train, val = load_training_data(
-                config.train_file, config.val_file, val_fraction=config.val_fraction, seed=config.seed, augment=config.augment
+                config.train_file, config.val_file, val_fraction=config.val_fraction, seed=config.seed, augment=config.augment,
+                augment_copies=config.augment_copies,
             )
         except ValueError as exc:  # FileFormatError and RowError (modeling.records) are ValueErrors with a clear message
             raise TrainingError(str(exc)) from None
@@ -368,7 +437,8 @@ class FineTuneRun:
         matcher = TermMatcher(load_lexicon(config.term_lexicon)) if config.term_weight != 1.0 else None
         max_length = min(config.max_length, context_length(self.model, self.tokenizer))
         self.train_examples = encode_training_examples(
-            self.tokenizer, [record_pair(r) for r in train], max_length, matcher, config.term_weight
+            self.tokenizer, [record_pair(r) for r in train], max_length, matcher, config.term_weight,
+            diagnosis_weight=config.diagnosis_weight,
         )
         self.val_examples = encode_training_examples(self.tokenizer, [record_pair(r) for r in val], max_length)
         self.lengths = [len(example.input_ids) for example in self.train_examples]
@@ -380,6 +450,10 @@ class FineTuneRun:
         if config.quantization != "none":
             # Casts the unquantised layers to float32 and lets gradients reach the adapters through frozen int8/nf4 ones.
             self.model = prepare_model_for_kbit_training(self.model, use_gradient_checkpointing=self.device.type == "cuda")
+        if self.full:
+            for parameter in self.model.parameters():
+                parameter.requires_grad_(True)
+            return
         source = checkpoint or (Path(config.adapter) if config.adapter else None)
         if source is not None:
             try:
@@ -475,7 +549,7 @@ class FineTuneRun:
     def save_checkpoint(self) -> Path:
         path = self.output_dir / f"{CHECKPOINT_PREFIX}{self.step}"
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        self._save_model(path)
         torch.save(self.optimizer.state_dict(), path / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), path / "scheduler.pt")
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
@@ -596,7 +670,7 @@ class FineTuneRun:
         better = self.best_eval_loss is None or eval_loss < self.best_eval_loss
         if better:
             self.best_eval_loss, self.best_step = eval_loss, self.step
-            self.model.save_pretrained(self.output_dir / BEST_DIR)
+            self._save_model(self.output_dir / BEST_DIR)
             (self.output_dir / BEST_DIR / BEST_FILE).write_text(json.dumps({"step": self.step, "eval_loss": eval_loss}) + "\n")
         note = "  (best so far, kept)" if better else f"  (best {self.best_eval_loss:.4f} at step {self.best_step})"
         self.on_event(TrainEvent("eval", self.step, self.total_steps, eval_loss=eval_loss,
@@ -604,7 +678,7 @@ class FineTuneRun:
 
     def _finish(self, stopped: bool) -> TrainResult:
         final_dir = self.output_dir / FINAL_DIR
-        self.model.save_pretrained(final_dir)
+        self._save_model(final_dir)
         best_dir = self.output_dir / BEST_DIR
         adapter_dir = best_dir if self.best_step is not None and best_dir.is_dir() else final_dir
         losses = [entry["loss"] for entry in self.history if "loss" in entry]
@@ -618,6 +692,7 @@ class FineTuneRun:
             best_eval_loss=self.best_eval_loss,
             final_loss=losses[-1] if losses else None,
             last_checkpoint=self.last_checkpoint,
+            finetuning_type=self.config.finetuning_type,
             metrics={
                 "best_eval_loss": self.best_eval_loss,
                 "best_step": self.best_step,
@@ -631,7 +706,8 @@ class FineTuneRun:
         (self.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         what = "stopped" if stopped else "finished"
         self.on_event(TrainEvent("done", self.step, self.total_steps, loss=result.final_loss, eval_loss=self.best_eval_loss,
-                                 message=f"{what} at step {self.step}/{self.total_steps}; adapter in {adapter_dir}"))
+                                 message=f"{what} at step {self.step}/{self.total_steps}; "
+                                 f"{'model' if self.full else 'adapter'} in {adapter_dir}"))
         return result
 
     # ------------------------------------------------------------------------------------------------ reporting
@@ -673,6 +749,13 @@ class FineTuneRun:
         gc.collect()  # a long-lived worker trains run after run: free this one's tensors before the next loads
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _saved_config(checkpoint: Path) -> dict:
+    try:
+        return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def _best_step(best_dir: Path) -> int | None:

@@ -28,6 +28,7 @@ def make_user(django_user_model, username: str, role: str | None, *, staff: bool
             import_module("cases.migrations.0004_case_sets").grant(django_apps, None)
             import_module("modeling.migrations.0003_trainingrun").grant(django_apps, None)
             import_module("evaluation.migrations.0002_default_rubric_and_roles").grant(django_apps, None)
+            import_module("evaluation.migrations.0004_evaluation_run_permissions").grant(django_apps, None)
         user.groups.add(Group.objects.get(name=role))
     return user
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from medportal.env import env_int, env_list, env_str
+from medportal.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Everything the running product writes: SQLite file, broker folder, logs, models, local secrets.
@@ -201,11 +201,8 @@ MEDPORTAL_QUANTIZATION = env_str("MEDPORTAL_QUANTIZATION", "none")
 if MEDPORTAL_QUANTIZATION not in {"none", "8bit", "4bit"}:
     raise ImproperlyConfigured(f"MEDPORTAL_QUANTIZATION must be none, 8bit or 4bit, not {MEDPORTAL_QUANTIZATION!r}.")
 
-# Training runs started from the admin (modeling.TrainingRun). The dataset provider is a module with
-# choices() -> [(key, label)] and export(key, directory, *, actor=None) -> (path, description); modeling reaches
-# cases' case sets only through it. Run folders and exported data go under MEDPORTAL_TRAINING_DIR, which the web
+# Training runs (modeling.TrainingRun). Run folders and exported data go under MEDPORTAL_TRAINING_DIR, which the web
 # process and the training workers must share (like the model folders).
-MEDPORTAL_TRAINING_DATASETS = env_str("MEDPORTAL_TRAINING_DATASETS", "cases.training_data")
 MEDPORTAL_TRAINING_DIR = Path(env_str("MEDPORTAL_TRAINING_DIR", str(DATA_DIR / "training"))).resolve()
 # A running run's worker touches heartbeat_at this often; a run silent for STALE seconds has lost its worker.
 MEDPORTAL_TRAINING_HEARTBEAT_SECONDS = env_int("MEDPORTAL_TRAINING_HEARTBEAT_SECONDS", 10, minimum=1)
@@ -241,3 +238,23 @@ def log_to_file(logging_config: dict, log_dir: Path) -> dict:
     }
     config["root"] = {**logging_config["root"], "handlers": ["console", "file"]}
     return config
+
+# Retraining from feedback (evaluation.ContinualRun): the replay sample of earlier training data (at most SIZE examples,
+# RATIO per feedback example, stratified by diagnosis); the gate: the candidate's GATE_METRIC on the gate set may be at
+# most MARGIN below the active version's, and on the replay set at most FORGETTING_BOUND below it; AUTO_PROMOTE makes a
+# candidate that passed the gate active without an admin. RETRAIN_AFTER > 0 starts a run (from Celery beat, hourly)
+# once that many new accepted feedback examples wait, on the case set named GATE_CASE_SET.
+MEDPORTAL_REPLAY_SIZE = env_int("MEDPORTAL_REPLAY_SIZE", 200, minimum=0)
+MEDPORTAL_REPLAY_RATIO = env_float("MEDPORTAL_REPLAY_RATIO", 4.0, minimum=0.0)
+MEDPORTAL_GATE_METRIC = env_str("MEDPORTAL_GATE_METRIC", "accuracy")
+if MEDPORTAL_GATE_METRIC not in {"accuracy", "gtpa@1", "gtpa@3"}:
+    raise ImproperlyConfigured(f"MEDPORTAL_GATE_METRIC must be accuracy, gtpa@1 or gtpa@3, not {MEDPORTAL_GATE_METRIC!r}.")
+MEDPORTAL_GATE_MARGIN = env_float("MEDPORTAL_GATE_MARGIN", 0.02, minimum=0.0, maximum=1.0)
+MEDPORTAL_FORGETTING_BOUND = env_float("MEDPORTAL_FORGETTING_BOUND", 0.05, minimum=0.0, maximum=1.0)
+MEDPORTAL_AUTO_PROMOTE = env_bool("MEDPORTAL_AUTO_PROMOTE", False)
+MEDPORTAL_RETRAIN_AFTER = env_int("MEDPORTAL_RETRAIN_AFTER", 0, minimum=0)
+MEDPORTAL_GATE_CASE_SET = env_str("MEDPORTAL_GATE_CASE_SET", "")
+CELERY_BEAT_SCHEDULE = {}
+if MEDPORTAL_RETRAIN_AFTER:
+    CELERY_BEAT_SCHEDULE["retrain-from-feedback"] = {"task": "evaluation.tasks.retrain_when_feedback_waits",
+                                                     "schedule": timedelta(hours=1)}

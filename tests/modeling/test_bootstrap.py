@@ -19,7 +19,6 @@ from modeling.bootstrap import (
     first_clause,
     key_findings,
     length_grouped_batches,
-    score_labels,
     training_pairs,
 )
 from modeling.knowledge import load_conditions
@@ -175,14 +174,26 @@ def test_length_grouped_batches_cover_every_example_once():
     assert spread < 30
 
 
-def test_shared_prefix_scoring_matches_the_engine(bootstrapped):
+def test_the_engines_shared_prefix_scoring_equals_scoring_each_candidate_whole(bootstrapped):
+    """score_candidates runs the prompt once and shares its cache; the same quantity (the softmax of each candidate's
+    total log-probability) computed the plain way, one full forward pass of prompt + candidate per candidate, must
+    agree (across batches of candidates too)."""
     result, _ = bootstrapped
-    engine = HFEngine.load(EngineConfig(base_model=str(result.output_dir)))
-    labels = result.label_set[1::2][:40]  # English names, of different token lengths
-    for case in generate_cases(4, seed=11, languages=("en",)):
+    engine = HFEngine.load(EngineConfig(base_model=str(result.output_dir)), max_batch_size=7)
+    labels = result.label_set[1::2][:40]  # English names, of different token lengths, in six batches
+    tokenizer, model = engine.tokenizer, engine.model
+    for case in generate_cases(3, seed=11, languages=("en",)):
         prompt = diagnosis_prompt(training_pairs([case], load_conditions())[0][0], "en")
-        expected = engine.score_candidates(prompt, labels)
-        assert score_labels(engine.model, engine.tokenizer, prompt, labels) == pytest.approx(expected, abs=1e-4)
+        stripped = prompt.rstrip(" ")
+        prompt_ids = tokenizer(stripped)["input_ids"]
+        totals = []
+        for label in labels:
+            ids = tokenizer(prompt[len(stripped):] + label, add_special_tokens=False)["input_ids"]
+            with torch.inference_mode():
+                logits = model(input_ids=torch.tensor([prompt_ids + ids])).logits[0].float().log_softmax(-1)
+            totals.append(sum(logits[len(prompt_ids) - 1 + j, token] for j, token in enumerate(ids)))
+        expected = torch.stack(totals).softmax(0).tolist()
+        assert engine.score_candidates(prompt, labels) == pytest.approx(expected, abs=1e-4)
 
 
 def test_collate_pads_on_the_right():

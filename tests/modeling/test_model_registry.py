@@ -1,22 +1,46 @@
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from modeling.models import ModelVersion
 from modeling.selectors import model_version_active
-from modeling.services import model_version_activate, model_version_register
+from modeling.services import (
+    model_version_activate,
+    model_version_register,
+    model_version_retire,
+    model_version_rollback,
+)
 
 pytestmark = pytest.mark.django_db
 
 
-def test_activating_a_version_retires_the_previous_one(ml_admin):
+def test_activating_a_version_makes_the_previous_one_a_candidate_that_a_rollback_brings_back(ml_admin):
     first = model_version_register(name="v1", base_model="/models/a", activate=True, created_by=ml_admin)
     second = model_version_register(name="v2", base_model="/models/b", created_by=ml_admin)
     assert model_version_active() == first
     model_version_activate(version=second, actor=ml_admin)
     first.refresh_from_db()
     assert model_version_active() == second
-    assert first.status == ModelVersion.Status.RETIRED
+    assert first.status == ModelVersion.Status.CANDIDATE  # still selectable for re-runs until retired
+    second.refresh_from_db()
+    assert second.previous == first and second.activated_at
+
+    assert model_version_rollback(actor=ml_admin) == first
+    second.refresh_from_db()
+    assert model_version_active() == first and second.status == ModelVersion.Status.CANDIDATE
+
+
+def test_a_retired_version_cannot_be_activated_and_the_active_one_cannot_be_retired(ml_admin):
+    first = model_version_register(name="v1", base_model="/models/a", activate=True)
+    second = model_version_register(name="v2", base_model="/models/b")
+    with pytest.raises(ValidationError, match="active version"):
+        model_version_retire(version=first, actor=ml_admin)
+    model_version_retire(version=second, actor=ml_admin)
+    with pytest.raises(ValidationError, match="retired"):
+        model_version_activate(version=second, actor=ml_admin)
+    with pytest.raises(ValidationError, match="no earlier active version"):
+        model_version_rollback(actor=ml_admin)
 
 
 def test_the_database_allows_only_one_active_version():
@@ -33,14 +57,3 @@ def test_only_ml_admins_reach_model_administration(client, ml_admin, auditor, do
     assert client.get(url).status_code == 403
     client.force_login(doctor)
     assert client.get(url).status_code == 302
-
-
-def test_an_ml_admin_activates_a_version_from_the_admin(client, ml_admin):
-    model_version_register(name="v1", base_model="a", activate=True)
-    second = model_version_register(name="v2", base_model="b")
-    client.force_login(ml_admin)
-    response = client.post(
-        reverse("admin:modeling_modelversion_changelist"), {"action": "activate", "_selected_action": [second.pk]}
-    )
-    assert response.status_code == 302
-    assert model_version_active() == second

@@ -32,7 +32,7 @@ def test_the_cli_fine_tunes_end_to_end_on_a_slice_of_real_cases(tiny_model_dir, 
          "--output_dir", str(output_dir), "--epochs", "1", "--batch_size", "8", "--max_length", "256",
          "--learning_rate", "1e-3", "--weight_decay", "0.01", "--warmup_steps", "0.1", "--eval_steps", "2",
          "--save_steps", "2", "--logging_steps", "1", "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.05",
-         "--term_weight", "2", "--seed", "3"],
+         "--term_weight", "2", "--seed", "3", "--finetuning_type", "lora"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
     )
 
@@ -48,11 +48,23 @@ def test_the_cli_fine_tunes_end_to_end_on_a_slice_of_real_cases(tiny_model_dir, 
     assert engine.info.adapter == str(adapter_dir)
 
 
+def test_a_small_model_is_fine_tuned_whole_by_default_and_saved_as_a_model_of_its_own(tiny_model_dir, en_dev_slice,
+                                                                                      tmp_path, capsys):
+    code = main(["--base_model", str(tiny_model_dir), "--train_file", str(en_dev_slice), "--output_dir",
+                 str(tmp_path / "run"), "--max_steps", "2", "--batch_size", "8", "--max_length", "256", "--no_progress"])
+    out = capsys.readouterr()
+    assert code == 0
+    assert "the whole model, learning rate 0.001" in out.err
+    model_dir = Path(out.out.split("model: ", 1)[1].splitlines()[0])
+    assert HFEngine.load(EngineConfig(base_model=str(model_dir))).info.adapter is None
+
+
 def test_the_classic_flags_are_all_there():
     flags = {option for action in build_parser()._actions for option in action.option_strings}
     classic = ("--base_model --train_file --val_file --output_dir --epochs --batch_size --max_length --learning_rate "
                "--weight_decay --warmup_steps --eval_steps --save_steps --logging_steps --lora_r --lora_alpha --lora_dropout "
-               "--quantization --term_weight --distill_teacher --report_to --resume_from_checkpoint --seed").split()
+               "--quantization --term_weight --distill_teacher --report_to --resume_from_checkpoint --seed "
+               "--finetuning_type").split()
     assert set(classic) <= flags
 
 

@@ -29,7 +29,7 @@ from tests.tiny_models import case_records, clinical_lines, write_jsonl
 def config(model_dir, data_file, output_dir, **overrides) -> TrainConfig:
     values = dict(base_model=str(model_dir), train_file=str(data_file), output_dir=str(output_dir), max_steps=6,
                   batch_size=8, max_length=256, learning_rate=5e-3, eval_steps=3, save_steps=3, logging_steps=1,
-                  lora_dropout=0.0)
+                  lora_dropout=0.0, finetuning_type="lora")
     return TrainConfig(**{**values, **overrides})
 
 
@@ -104,6 +104,63 @@ def test_save_load_merge_gives_the_same_logits(tiny_model_dir, training_jsonl, t
     engine = HFEngine.load(EngineConfig(base_model=str(tiny_model_dir), adapter=str(result.adapter_dir)))
     with torch.no_grad():
         torch.testing.assert_close(engine.model(**inputs).logits, trained, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- full fine-tuning
+
+
+def test_full_fine_tuning_trains_every_weight_and_saves_a_model_the_engine_loads_alone(tiny_model_dir, training_jsonl,
+                                                                                       tmp_path):
+    run = started(config(tiny_model_dir, training_jsonl, tmp_path, finetuning_type="full", max_steps=4,
+                         learning_rate=None))
+    assert all(parameter.requires_grad for parameter in run.model.parameters())
+    assert not hasattr(run.model, "peft_config")
+    assert run.config.learning_rate == 1e-3  # the default for whole small models
+    result = run.train()
+    assert result.finetuning_type == "full"
+    inputs = run.tokenizer(["主诉：胸痛3小时。", "Complaint: cough for 2 hours."], return_tensors="pt", padding=True)
+    run.model.eval()
+    with torch.no_grad():
+        trained = run.model(**inputs).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()(**inputs).logits
+    assert not torch.allclose(base, trained, atol=1e-3)
+    # A whole model with its tokenizer: a version of its own, no base model or adapter needed.
+    engine = HFEngine.load(EngineConfig(base_model=str(result.adapter_dir)))
+    assert engine.info.adapter is None
+    with torch.no_grad():
+        torch.testing.assert_close(engine.model(**inputs).logits, trained, atol=1e-4, rtol=1e-4)
+
+
+def test_auto_fine_tunes_a_small_model_whole_and_keeps_lora_for_quantised_or_adapter_runs(tiny_model_dir,
+                                                                                          lora_adapter_dir,
+                                                                                          training_jsonl, tmp_path):
+    auto = started(config(tiny_model_dir, training_jsonl, tmp_path / "a", finetuning_type="auto", learning_rate=None))
+    assert auto.config.finetuning_type == "full" and auto.config.learning_rate == 1e-3
+    continued = started(config(tiny_model_dir, training_jsonl, tmp_path / "b", finetuning_type="auto",
+                               adapter=str(lora_adapter_dir), learning_rate=None))
+    assert continued.config.finetuning_type == "lora" and continued.config.learning_rate == 2e-4
+    with pytest.raises(TrainingError, match="full fine-tuning trains the whole model"):
+        config(tiny_model_dir, training_jsonl, tmp_path, finetuning_type="full", adapter=str(lora_adapter_dir))
+    with pytest.raises(TrainingError, match="full fine-tuning needs unquantised weights"):
+        config(tiny_model_dir, training_jsonl, tmp_path, finetuning_type="full", quantization="8bit")
+
+
+def test_a_full_fine_tune_resumes_from_its_checkpoint_and_ends_where_an_unbroken_run_ends(tiny_model_dir, training_jsonl,
+                                                                                          tmp_path):
+    from safetensors.torch import load_file
+
+    full = dict(finetuning_type="full", learning_rate=1e-3)
+    unbroken = fine_tune(config(tiny_model_dir, training_jsonl, tmp_path / "unbroken", **full))
+    calls = []
+    stopped = fine_tune(config(tiny_model_dir, training_jsonl, tmp_path / "broken", **full),
+                        should_stop=lambda: calls.append(1) or len(calls) > 3)
+    assert stopped.steps == 3 and (stopped.last_checkpoint / "tokenizer.json").is_file()
+    resumed = fine_tune(config(tiny_model_dir, training_jsonl, tmp_path / "broken", resume_from_checkpoint="latest",
+                               **full))
+    assert resumed.steps == 6
+    weights = load_file(unbroken.output_dir / "final" / "model.safetensors")
+    for name, tensor in load_file(resumed.output_dir / "final" / "model.safetensors").items():
+        torch.testing.assert_close(tensor, weights[name])
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints

@@ -1,6 +1,7 @@
 """Training runs in the product: queued by an ML admin, trained by a real Celery worker on the training queue, on the
 tiny model; cancel, resume, failure, a killed worker, and the audit trail."""
 
+import json
 import os
 import signal
 import subprocess
@@ -33,8 +34,10 @@ from tests.conftest import celery_worker_on
 
 LABELS = ["心绞痛", "支气管炎", "流感", "angina", "bronchitis", "influenza"]
 # A few seconds of training on the tiny model: a log line every step, an evaluation and a checkpoint every 3.
-FAST = {"max_steps": 6, "batch_size": 8, "max_length": 256, "learning_rate": 5e-3, "eval_steps": 3, "save_steps": 3,
-        "logging_steps": 1, "lora_dropout": 0.0}
+FAST = {
+    "finetuning_type": "lora", "max_steps": 6, "batch_size": 8, "max_length": 256, "learning_rate": 5e-3, "eval_steps": 3,
+    "save_steps": 3, "logging_steps": 1, "lora_dropout": 0.0,
+}
 PROMPT = "主诉：胸痛2小时。诊断："
 
 
@@ -95,7 +98,10 @@ def test_a_run_on_the_worker_registers_a_candidate_version_whose_adapter_loads(
     version = run.result_version
     assert version.name == f"tiny-sft-{run.pk}"
     assert version.status == ModelVersion.Status.CANDIDATE and model_version_active() == base_version
-    assert (version.base_model, version.label_set, version.created_by) == (base_version.base_model, LABELS, ml_admin)
+    assert (version.base_model, version.created_by) == (base_version.base_model, ml_admin)
+    # The base version's labels, then the diagnoses of the training file it did not have.
+    trained = {record["diagnosis"] for record in map(json.loads, Path(run.train_file).read_text().splitlines())}
+    assert version.label_set[: len(LABELS)] == LABELS and set(version.label_set) == set(LABELS) | trained
     assert version.metrics["best_eval_loss"] == pytest.approx(min(loss for _step, loss in run.eval_series), abs=1e-5)
     assert version.metrics["training_run"] == run.pk
 
@@ -109,6 +115,27 @@ def test_a_run_on_the_worker_registers_a_candidate_version_whose_adapter_loads(
     assert trail[-1][0] == ""  # the worker's writes carry no user
     assert trail[-1][2]["status"] == ["running", "succeeded"]
     assert trail[-1][2]["result_version"][1] == str(version.pk)
+
+
+@pytestmark_worker
+def test_a_small_model_is_fine_tuned_whole_by_default_and_registered_as_a_model_of_its_own(
+    ml_admin, base_version, tmp_path, training_worker
+):
+    from tests.tiny_models import write_jsonl
+
+    records = [{"id": f"c{i}", "language": "en", "text": f"Complaint: itchy rash on the hands for {i + 2} days.",
+                "diagnosis": "contact dermatitis"} for i in range(16)]
+    defaults = {key: value for key, value in FAST.items() if key not in ("finetuning_type", "learning_rate")}
+    run = finished(start(base_version, write_jsonl(records, tmp_path / "rash.jsonl"), ml_admin, parameters=defaults))
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert "the whole model, learning rate 0.001" in run.log_tail
+    version = run.result_version
+    assert version.adapter == "" and Path(version.base_model).parent == Path(run.output_dir)
+    # It ranks what it learnt as well as what its base version ranked.
+    assert version.label_set == [*LABELS, "contact dermatitis"]
+    engine = HFEngine.load(EngineConfig(base_model=version.base_model))
+    assert engine.info.adapter is None
 
 
 @pytestmark_worker
@@ -369,7 +396,8 @@ def test_a_redelivered_task_looks_again_and_fails_the_run_once_the_other_node_fa
         ({"parameters": {**FAST, "quantization": "3bit"}}, "quantization", "none, 8bit or 4bit"),
         ({"parameters": {**FAST, "warmup": 3}}, "__all__", "Unknown training parameters: warmup"),
         ({"kind": TrainingRun.Kind.DISTILL}, "teacher_version", "needs a teacher"),
-        ({"kind": TrainingRun.Kind.CONTINUAL}, "base_version", "tiny has none"),
+        ({"parameters": {**FAST, "finetuning_type": "half"}}, "finetuning_type", "auto, lora or full"),
+        ({"parameters": {**FAST, "finetuning_type": "full", "quantization": "8bit"}}, "__all__", "unquantised weights"),
         ({"train_file": "/nonexistent/cases.jsonl"}, "train_file", "does not exist"),
     ],
 )

@@ -44,7 +44,10 @@ def test_an_ml_admin_starts_a_run_on_a_case_set_and_watches_it_finish(client, ml
                                                                       training_worker):
     client.force_login(ml_admin)
     form = client.get(ADD).content.decode()
-    assert "tiny-cases (80 cases)" in form and 'value="0.0002"' in form  # the case set, the default learning rate
+    assert "tiny-cases (80 cases)" in form
+    # The learning rate is left to the kind of fine-tuning unless the admin sets one; the default kind is automatic.
+    assert 'name="learning_rate"' in form and "0.001 for the whole model" in form
+    assert '<option value="auto" selected>' in form
 
     response = client.post(ADD, form_data(case_set_key, base_version))
     run = TrainingRun.objects.get()
