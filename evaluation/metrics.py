@@ -207,7 +207,8 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict:
 
 def compare(a: Sequence[CasePrediction], b: Sequence[CasePrediction], *, normalise: Callable[[str], str] | None = None,
             lexicon: Sequence[str] | None = None, seed: int = 0) -> dict:
-    """B against A on the cases both predicted (matched by case id): McNemar for accuracy, paired bootstrap for the rest."""
+    """B against A on the cases both predicted (matched by case id): McNemar for accuracy, paired bootstrap for the rest;
+    each with both sides' means on those same cases ("a", "b")."""
     normalise = normalise or Normaliser()
     lexicon = _lexicon() if lexicon is None else lexicon
     b_by_id = {case.case_id: case for case in b}
@@ -215,8 +216,10 @@ def compare(a: Sequence[CasePrediction], b: Sequence[CasePrediction], *, normali
     result: dict = {"n": len(pairs)}
     rows_a = [per_case(x, normalise, lexicon) for x, _ in pairs]
     rows_b = [per_case(y, normalise, lexicon) for _, y in pairs]
+    mean_a = float(np.mean([r["accuracy"] for r in rows_a])) if pairs else None
+    mean_b = float(np.mean([r["accuracy"] for r in rows_b])) if pairs else None
     result["accuracy"] = {
-        "difference": (np.mean([r["accuracy"] for r in rows_b]) - np.mean([r["accuracy"] for r in rows_a])) if pairs else None,
+        "a": mean_a, "b": mean_b, "difference": mean_b - mean_a if pairs else None,
         **mcnemar([bool(r["accuracy"]) for r in rows_a], [bool(r["accuracy"]) for r in rows_b]),
     }
     for name in PAIRED:
@@ -225,7 +228,8 @@ def compare(a: Sequence[CasePrediction], b: Sequence[CasePrediction], *, normali
             result[name] = None
             continue
         estimate = paired_difference([x for x, _ in both], [y for _, y in both], seed=seed, resamples=1000)
-        result[name] = {"difference": estimate.mean, "low": estimate.low, "high": estimate.high, "n": estimate.n}
+        result[name] = {"a": float(np.mean([x for x, _ in both])), "b": float(np.mean([y for _, y in both])),
+                        "difference": estimate.mean, "low": estimate.low, "high": estimate.high, "n": estimate.n}
     for name in ("accuracy", *PAIRED):
         if result.get(name) and result[name].get("difference") is not None:
             result[name]["difference"] = float(result[name]["difference"])

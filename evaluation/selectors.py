@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, Q, QuerySet
 from django.http import Http404
-from django.utils.translation import get_language
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 
 from cases.models import Analysis, DoctorFeedback
@@ -314,8 +314,9 @@ def evaluation_csv(*, user, evaluation: ClinicalEvaluation) -> str:
 
 # --- Automatic evaluation runs ---------------------------------------------------------------------------------------
 
-RUN_METRICS = (("accuracy", _("Accuracy (written diagnosis)")), ("gtpa@1", "GTPA@1"), ("gtpa@3", "GTPA@3"),
-               ("gtpa@5", "GTPA@5"), ("ddf1", "DDF1"), ("term_precision", _("Medical-term precision")))
+# Lazy: translated when a page shows them, in that request's language (not the one active when this was imported).
+RUN_METRICS = (("accuracy", gettext_lazy("Accuracy (written diagnosis)")), ("gtpa@1", "GTPA@1"), ("gtpa@3", "GTPA@3"),
+               ("gtpa@5", "GTPA@5"), ("ddf1", "DDF1"), ("term_precision", gettext_lazy("Medical-term precision")))
 CHART_METRICS = ("accuracy", "gtpa@1", "gtpa@3", "ddf1")
 PREDICTIONS_PER_PAGE = 50
 
@@ -437,10 +438,12 @@ def version_comparison(*, user, version, other) -> list[dict]:
             continue
         before = theirs[case_set_id]
         paired = metrics.compare(_case_predictions(before), _case_predictions(run), lexicon=[])
+        gtpa1 = paired.get("gtpa@1") or {}
+        # Both sides on the cases both runs predicted (runs may have been limited to different numbers of cases).
         rows.append({
             "case_set": run.case_set, "run": run, "other_run": before, "n": paired["n"],
-            "accuracy": run.metrics["overall"].get("accuracy"), "other_accuracy": before.metrics["overall"].get("accuracy"),
-            "gtpa1": run.metrics["overall"].get("gtpa@1"), "other_gtpa1": before.metrics["overall"].get("gtpa@1"),
+            "accuracy": paired["accuracy"]["b"], "other_accuracy": paired["accuracy"]["a"],
+            "gtpa1": gtpa1.get("b"), "other_gtpa1": gtpa1.get("a"),
             "accuracy_difference": paired["accuracy"], "gtpa1_difference": paired.get("gtpa@1"),
         })
     return rows

@@ -92,8 +92,15 @@ class TrainingRunStartForm(forms.Form):
         "Of the base model while training: 8-bit or 4-bit (QLoRA) need less memory; 4-bit needs a CUDA GPU."))
     term_weight = forms.FloatField(label=_("Medical term weight"), help_text=_(
         "Loss weight of answer tokens inside medical terms; 1 weighs them like any other token."))
+    diagnosis_weight = forms.FloatField(label=_("Diagnosis weight"), help_text=_(
+        "Loss weight of the answer's diagnosis line, the section the ranking and the headline rest on; 1 weighs it like "
+        "any other token (4 helped small models on DDXPlus)."))
+    augment = forms.BooleanField(label=_("Augment"), required=False, help_text=_(
+        "Add rephrased variants of each training case (synonyms, listed findings in another order)."))
+    augment_copies = forms.IntegerField(label=_("Variants per case"), help_text=_("With Augment."))
     eval_steps = forms.IntegerField(label=_("Evaluate every (steps)"))
     save_steps = forms.IntegerField(label=_("Checkpoint every (steps)"))
+    save_total_limit = forms.IntegerField(label=_("Checkpoints kept"))
     logging_steps = forms.IntegerField(label=_("Log every (steps)"))
     distill_alpha = forms.FloatField(label=_("Distillation weight α"), help_text=_("Distillation only: 0 = plain fine-tuning."))
     distill_temperature = forms.FloatField(label=_("Distillation temperature"), help_text=_("Distillation only."))
@@ -102,7 +109,8 @@ class TrainingRunStartForm(forms.Form):
         (_("What to train"), ("kind", "dataset", "val_dataset", "base_version", "teacher_version")),
         (_("Parameters"), ("finetuning_type", "epochs", "max_steps", "batch_size", "max_length", "learning_rate", "lora_r",
                            "lora_alpha",
-                           "lora_dropout", "quantization", "term_weight", "eval_steps", "save_steps", "logging_steps")),
+                           "lora_dropout", "quantization", "term_weight", "diagnosis_weight", "augment", "augment_copies",
+                           "eval_steps", "save_steps", "save_total_limit", "logging_steps")),
         (_("Distillation"), ("distill_alpha", "distill_temperature")),
     )
 

@@ -263,9 +263,10 @@ def parse_answer(raw: str, language: str | None = None) -> StructuredAnswer:
             bodies[section] = body
 
     rationale = bodies.get("rationale", "") if "rationale" in present else preamble.strip()
+    diagnosis, run_on = _split_run_on_list(bodies.get("diagnosis", ""))
     answer = StructuredAnswer(
-        diagnosis=bodies.get("diagnosis", ""),
-        differential=_split_differential(bodies.get("differential", "")),
+        diagnosis=diagnosis,
+        differential=_split_differential(bodies.get("differential", "") or run_on),
         treatment=bodies.get("treatment", ""),
         prognosis=bodies.get("prognosis", ""),
         rationale=rationale,
@@ -274,6 +275,25 @@ def parse_answer(raw: str, language: str | None = None) -> StructuredAnswer:
     )
     answer.complete = bool(answer.diagnosis and answer.differential and answer.treatment)
     return answer
+
+
+# A diagnosis line that runs on into a numbered list ("Pneumonia; 2. Bronchiectasis; 3. …", "肺炎 2. 支气管扩张 3. 哮喘"):
+# a model that wrote its differential without starting the next section. A "2." counts as the list's second item when
+# a semicolon comes before it, the line began with "1.", or a "3." follows ("Type 2 diabetes", "stage 2. …" stay whole).
+_RUN_ON_ITEM = re.compile(r"(\s*[;；]\s*|\s+)2\s*[.、]\s*(?=\S)")
+_THIRD_ITEM = re.compile(r"(?:\s|[;；])3\s*[.、]\s*\S")
+
+
+def _split_run_on_list(diagnosis: str) -> tuple[str, str]:
+    """(the diagnosis, the numbered list it ran on into, or "")."""
+    match = _RUN_ON_ITEM.search(diagnosis)
+    if not match or not diagnosis[: match.start()].strip():
+        return diagnosis, ""
+    rest = diagnosis[match.end() :]
+    numbered = diagnosis.lstrip().startswith("1.")
+    if not (";" in match.group(1) or "；" in match.group(1) or numbered or _THIRD_ITEM.search(rest)):
+        return diagnosis, ""
+    return diagnosis[: match.start()].strip().removeprefix("1.").strip(), "2. " + rest
 
 
 def _answer_region(raw: str) -> str:

@@ -117,11 +117,13 @@ def model_version_retire(*, version: ModelVersion, actor=None) -> ModelVersion:
 # The TrainConfig fields an ML admin sets for a run (defaults: TrainConfig's). Everything else (files, models,
 # resume) comes from the run itself.
 TRAINING_PARAMETERS = (
-    "finetuning_type", "epochs", "max_steps", "batch_size", "max_length", "learning_rate", "lora_r", "lora_alpha", "lora_dropout",
-    "quantization", "term_weight", "eval_steps", "save_steps", "logging_steps", "distill_alpha", "distill_temperature",
+    "finetuning_type", "epochs", "max_steps", "batch_size", "max_length", "learning_rate", "lora_r", "lora_alpha",
+    "lora_dropout", "quantization", "term_weight", "diagnosis_weight", "augment", "augment_copies", "eval_steps",
+    "save_steps", "save_total_limit", "logging_steps", "distill_alpha", "distill_temperature",
 )
 DISTILL_PARAMETERS = ("distill_alpha", "distill_temperature")
-_WHOLE_AT_LEAST_ONE = ("batch_size", "max_length", "lora_r", "lora_alpha", "eval_steps", "save_steps", "logging_steps")
+_WHOLE_AT_LEAST_ONE = ("batch_size", "max_length", "lora_r", "lora_alpha", "eval_steps", "save_steps", "logging_steps",
+                       "augment_copies", "save_total_limit")
 LOG_TAIL_LINES = 50
 SERIES_MAX_POINTS = 2000  # a longer curve is thinned (every other point) so a flush stays small
 FLUSH_SECONDS = 1.0  # progress reaches the database at most this often (and at every eval, checkpoint and the end)
@@ -174,6 +176,7 @@ def training_parameters_clean(parameters: dict, *, kind: str) -> dict:
         "learning_rate": (lambda v: 0 < v < 1, _("The learning rate must be between 0 and 1, e.g. 0.0002.")),
         "lora_dropout": (lambda v: 0 <= v < 1, _("The dropout must be at least 0 and below 1.")),
         "term_weight": (lambda v: v > 0, _("The term weight must be positive (1 weighs terms like any other token).")),
+        "diagnosis_weight": (lambda v: v > 0, _("The diagnosis weight must be positive (1 weighs it like any other token).")),
         "distill_alpha": (lambda v: 0 <= v <= 1, _("The distillation weight α must be between 0 and 1.")),
         "distill_temperature": (lambda v: v > 0, _("The temperature must be positive.")),
     }
@@ -184,6 +187,8 @@ def training_parameters_clean(parameters: dict, *, kind: str) -> dict:
         if value is not None and not valid(value):
             errors[name] = message
         values[name] = value
+    if not isinstance(values["augment"], bool):
+        values["augment"] = str(values["augment"]).lower() in ("true", "1", "on", "yes")
     if values["quantization"] not in ModelVersion.Quantization.values:
         errors["quantization"] = _("Choose none, 8bit or 4bit.")
     if values["finetuning_type"] not in FINETUNING_TYPES:

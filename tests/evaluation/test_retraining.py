@@ -203,3 +203,26 @@ def test_only_ml_admins_retrain_or_promote(client, request, role, ml_admin, tmp_
             assert "/login/" in response["Location"]
     with pytest.raises(PermissionDenied):
         continual_run_start(actor=request.getfixturevalue(role), gate_case_set=None)
+
+
+@pytest.mark.django_db
+def test_the_schedule_retrains_once_enough_feedback_waits_and_never_twice_at_once(
+        settings, training_dir, ml_admin, doctor, reviewers, rubric, tmp_path, django_capture_on_commit_callbacks):
+    from evaluation.services import retrain_when_feedback_waits
+
+    model_version_register(name="v", base_model="/models/x", activate=True)
+    case_set_import(path=write_jsonl(case_records(4), tmp_path / "gate.jsonl"), case_set="gate", actor=ml_admin)
+    settings.MEDPORTAL_RETRAIN_AFTER, settings.MEDPORTAL_GATE_CASE_SET = 3, "gate"
+    corrections(doctor, reviewers, model_version_active(), rubric, ml_admin, case_records(2, seed=5))
+    assert retrain_when_feedback_waits() is None  # 2 of 3
+    corrections(doctor, reviewers, model_version_active(), rubric, ml_admin, case_records(1, seed=6))
+    with django_capture_on_commit_callbacks() as queued:
+        continual = retrain_when_feedback_waits()
+    assert continual is not None and continual.started_by is None and continual.feedback_count == 3
+    assert continual.training_run.started_by is None and len(queued) == 1  # the training task
+    corrections(doctor, reviewers, model_version_active(), rubric, ml_admin, case_records(3, seed=7))
+    assert retrain_when_feedback_waits() is None  # one retraining at a time
+    settings.MEDPORTAL_RETRAIN_AFTER = 0
+    continual.status = ContinualRun.Status.FAILED
+    continual.save()
+    assert retrain_when_feedback_waits() is None  # switched off

@@ -501,3 +501,18 @@ def test_structured_answer_to_dict_has_every_field():
         "complete": False,
         "language": "en",
     }
+
+
+@pytest.mark.parametrize(("written", "diagnosis", "differential"), [
+    ("Diagnosis: Pneumonia; 2. Bronchiectasis; 3. Panic attack\nTreatment: rest", "Pneumonia",
+     ["Bronchiectasis", "Panic attack"]),
+    ("Diagnosis: URTI; 2. Influenza", "URTI", ["Influenza"]),
+    ("【诊断】肺炎 2. 支气管扩张 3. 哮喘\n【治疗建议】抗感染", "肺炎", ["支气管扩张", "哮喘"]),
+    # Numbers that belong to the diagnosis stay in it.
+    ("Diagnosis: Type 2 diabetes mellitus", "Type 2 diabetes mellitus", []),
+    ("Diagnosis: CKD stage 2. eGFR 70", "CKD stage 2. eGFR 70", []),
+    ("【诊断】2型糖尿病", "2型糖尿病", []),
+])
+def test_a_diagnosis_line_that_runs_on_into_the_differential_is_split(written, diagnosis, differential):
+    answer = parse_answer(written)
+    assert answer.diagnosis == diagnosis and answer.differential == differential

@@ -23,7 +23,7 @@ LIST = reverse("admin:modeling_trainingrun_changelist")
 def form_data(case_set_key: str, version, **overrides) -> dict:
     values = {"kind": "sft", "dataset": case_set_key, "val_dataset": "", "base_version": version.pk, "teacher_version": "",
               "epochs": 1, "quantization": "none", "term_weight": 1, "distill_alpha": 0.5, "distill_temperature": 2,
-              "lora_r": 16, "lora_alpha": 32, **FAST}
+              "lora_r": 16, "lora_alpha": 32, "diagnosis_weight": 1, "augment_copies": 1, "save_total_limit": 2, **FAST}
     return {**values, **overrides}
 
 
