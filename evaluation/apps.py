@@ -13,6 +13,12 @@ class EvaluationConfig(AppConfig):
 
 
 def _training_run_finished(sender, run_id: int, **kwargs) -> None:
+    """Runs in the training worker after the run's end committed: a failure here must not fail the run's task."""
+    import logging
+
     from evaluation.services import continual_run_training_ended
 
-    continual_run_training_ended(training_run_id=run_id)
+    try:
+        continual_run_training_ended(training_run_id=run_id)
+    except Exception:
+        logging.getLogger(__name__).exception("retraining: could not queue the evaluations of training run %s", run_id)
