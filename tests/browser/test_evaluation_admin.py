@@ -44,6 +44,7 @@ def test_an_ml_admin_evaluates_a_candidate_and_activates_it_on_the_comparison(pa
     expect(page.get_by_test_id("run-chart")).to_be_visible()
 
     page.get_by_role("link", name="Wrong ones only").click()
+    expect(page.get_by_test_id("predictions")).to_be_visible()  # the new page, before counting its rows
     rows = page.get_by_test_id("prediction")
     wrong = rows.count()
     expect(page.get_by_test_id("prediction-filter")).to_contain_text(f"({wrong} case")
