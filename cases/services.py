@@ -622,7 +622,7 @@ def case_set_split(*, case_set: CaseSet, test_fraction: float, seed: int = 0, ac
     cases = list(LabelledCase.objects.filter(case_set=case_set).order_by("pk"))
     sides: dict[str, list[LabelledCase]] = {"train": [], "test": []}
     for case in cases:
-        group = case.patient_pseudonym or case.external_id or f"{case_set.pk}-{case.pk}"
+        group = labelled_case_group(case)
         # Salted: a training run splits its validation cases with the same hash, and would otherwise find that the
         # patients it holds out are the ones already held out here (leaving it almost no validation cases).
         sides[split_of(f"holdout:{group}", val_fraction=0.0, test_fraction=test_fraction, seed=seed)].append(case)
@@ -657,6 +657,20 @@ def labelled_cases_rotate_keys(*, batch_size: int = 500) -> int:
     return rotated
 
 
+def labelled_case_record(case: LabelledCase, case_set: CaseSet) -> Record:
+    """A case of the set as the training core reads it (what an export writes, line by line)."""
+    return Record(
+        text=case.text, diagnosis=case.diagnosis, id=case.external_id or f"{case_set.name}-{case.pk}",
+        language=case.language, treatment=case.treatment, prognosis=case.prognosis, rationale=case.rationale,
+        differential=list(case.differential), patient_id=case.patient_pseudonym,
+    )
+
+
+def labelled_case_group(case: LabelledCase) -> str:
+    """What keeps a case with its patient's others in a split: the keyed patient pseudonym, else the case id."""
+    return case.patient_pseudonym or case.external_id or f"{case.case_set_id}-{case.pk}"
+
+
 def case_set_export(*, case_set: CaseSet, path, actor=None) -> int:
     """Write the set's de-identified records, in import order, as the JSONL that training reads; audited.
 
@@ -666,14 +680,7 @@ def case_set_export(*, case_set: CaseSet, path, actor=None) -> int:
         raise PermissionDenied(_("Only ML admins can export case sets."))
     path = Path(path)
     cases = LabelledCase.objects.filter(case_set=case_set).order_by("pk")
-    records = (
-        Record(
-            text=case.text, diagnosis=case.diagnosis, id=case.external_id or f"{case_set.name}-{case.pk}",
-            language=case.language, treatment=case.treatment, prognosis=case.prognosis, rationale=case.rationale,
-            differential=list(case.differential), patient_id=case.patient_pseudonym,
-        )
-        for case in cases.iterator(chunk_size=IMPORT_BATCH_SIZE)
-    )
+    records = (labelled_case_record(case, case_set) for case in cases.iterator(chunk_size=IMPORT_BATCH_SIZE))
     with transaction.atomic():
         count = write_records(records, path)
         CaseSetExport.objects.create(

@@ -17,6 +17,7 @@ one condition), so "Acute MI", "急性心肌梗死" and "I21.9" are one answer, 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -76,6 +77,7 @@ def department_of(label: str, normalise: Callable[[str], str]) -> str:
     return _departments().get(normalise(label), UNKNOWN_GROUP)
 
 
+@functools.cache
 def _departments() -> dict[str, str]:
     return {condition.id: condition.department for condition in load_conditions()}
 

@@ -1,6 +1,7 @@
 """Writes of the review half of the product: assignments, reviews, clinical evaluations, feedback examples."""
 
 import contextlib
+import hashlib
 import logging
 import random
 import shutil
@@ -28,6 +29,8 @@ from cases.services import (
     access_record_many,
     case_set_import,
     doctor_feedback_set_decision,
+    labelled_case_group,
+    labelled_case_record,
     model_answers,
 )
 from evaluation import baseline, metrics
@@ -658,12 +661,10 @@ def evaluation_run_execute(*, run_id: int) -> None:
     version, labels = run.model_version, case_set_labels(run.case_set)
     params = GenerationParams(max_new_tokens=run.max_new_tokens)
     normalise = metrics.Normaliser()
-    cases = list(_run_cases(run))
-    while True:
-        done = set(EvaluationPrediction.objects.filter(run=run).values_list("case_id", flat=True))
-        batch = [case for case in cases if case.pk not in done][:EVALUATION_RUN_BATCH_SIZE]
-        if not batch:
-            break
+    done = set(EvaluationPrediction.objects.filter(run=run).values_list("case_id", flat=True))
+    pending = [case for case in _run_cases(run) if case.pk not in done]
+    for start in range(0, len(pending), EVALUATION_RUN_BATCH_SIZE):
+        batch = pending[start : start + EVALUATION_RUN_BATCH_SIZE]
         try:
             answers = model_answers(version=version, cases=[(c.text, c.language) for c in batch], params=params,
                                     labels=labels)
@@ -690,10 +691,10 @@ def evaluation_run_execute(*, run_id: int) -> None:
             EvaluationPrediction.objects.bulk_create(rows, ignore_conflicts=True)
             count = EvaluationPrediction.objects.filter(run=run).count()
             EvaluationRun.objects.filter(pk=run.pk).update(done=count, heartbeat_at=timezone.now())
-    _evaluation_run_finish(run, cases)
+    _evaluation_run_finish(run)
 
 
-def _evaluation_run_finish(run: EvaluationRun, cases: list[LabelledCase]) -> None:
+def _evaluation_run_finish(run: EvaluationRun) -> None:
     normalise = metrics.Normaliser()
     rows = list(EvaluationPrediction.objects.filter(run=run).select_related("case"))
     baseline_predictions, trained_on = _baseline_predictions(run, [row.case for row in rows])
@@ -718,23 +719,15 @@ def _evaluation_run_finish(run: EvaluationRun, cases: list[LabelledCase]) -> Non
     _continual_after_evaluation(run)
 
 
-def _split_group(case: LabelledCase) -> str:
-    return case.patient_pseudonym or case.external_id or f"{case.case_set_id}-{case.pk}"
-
-
 def _baseline_predictions(run: EvaluationRun, cases: list[LabelledCase]) -> tuple[dict, str]:
     """The baseline's prediction per case id, and what it was trained on (said in the report)."""
-    from modeling.dataprep import split_key
-    from modeling.models import TrainingRun
-    from modeling.records import read_records
-
-    groups = {_split_group(case) for case in cases}
+    groups = {labelled_case_group(case) for case in cases}
     training: list[baseline.LabelledText] = []
     if run.baseline_case_set_id:
         trained_on = _("case set %(name)s") % {"name": run.baseline_case_set.name}
         training = [baseline.LabelledText(c.text, c.diagnosis, c.language)
                     for c in LabelledCase.objects.filter(case_set=run.baseline_case_set)
-                    if _split_group(c) not in groups]
+                    if labelled_case_group(c) not in groups]
     else:
         source = (TrainingRun.objects.filter(result_version=run.model_version).order_by("-pk").first()
                   or (run.training_run if run.training_run and run.training_run.result_version_id == run.model_version_id
@@ -768,18 +761,15 @@ def _baseline_args(case: LabelledCase) -> dict:
 
 def _cross_fitted(cases: list[LabelledCase], seed: int) -> dict:
     """Each case predicted by a baseline trained on the other folds (a patient's cases share a fold)."""
-    import hashlib
-
-    def fold(case: LabelledCase) -> int:
-        return int(hashlib.sha256(f"{seed}:{_split_group(case)}".encode()).hexdigest(), 16) % BASELINE_FOLDS
-
+    fold = {case.pk: int(hashlib.sha256(f"{seed}:{labelled_case_group(case)}".encode()).hexdigest(), 16) % BASELINE_FOLDS
+            for case in cases}
     predictions = {}
     for k in range(BASELINE_FOLDS):
-        held = [case for case in cases if fold(case) == k]
+        held = [case for case in cases if fold[case.pk] == k]
         if not held:
             continue
         model = baseline.TfidfBaseline(seed=seed).fit(
-            [baseline.LabelledText(c.text, c.diagnosis, c.language) for c in cases if fold(c) != k])
+            [baseline.LabelledText(c.text, c.diagnosis, c.language) for c in cases if fold[c.pk] != k])
         predictions.update({case.pk: model.predict(**_baseline_args(case)) for case in held})
     return predictions
 
@@ -894,10 +884,8 @@ def _replay_pool(version: ModelVersion, replay_case_set: CaseSet | None, exclude
     """Earlier training data: the chosen case set, else the files the version's lineage was trained on; never a case
     of the gate set's patients (the gate stays a fair test) and never earlier feedback (replay is what came before)."""
     if replay_case_set is not None:
-        records = [Record(text=c.text, diagnosis=c.diagnosis, treatment=c.treatment, prognosis=c.prognosis,
-                          rationale=c.rationale, differential=list(c.differential), language=c.language,
-                          id=c.external_id or f"{replay_case_set.name}-{c.pk}", patient_id=c.patient_pseudonym)
-                   for c in LabelledCase.objects.filter(case_set=replay_case_set).order_by("pk")]
+        records = [labelled_case_record(case, replay_case_set)
+                   for case in LabelledCase.objects.filter(case_set=replay_case_set).order_by("pk")]
     else:
         records = []
         for step in model_version_lineage(version):
@@ -948,7 +936,7 @@ def continual_run_start(
         errors["replay_size"] = _("The replay size and ratio cannot be negative.")
     if errors:
         raise ValidationError(errors)
-    gate_groups = {_split_group(case) for case in LabelledCase.objects.filter(case_set=gate_case_set)}
+    gate_groups = {labelled_case_group(case) for case in LabelledCase.objects.filter(case_set=gate_case_set)}
     pool = _replay_pool(active, replay_case_set, gate_groups)
     wanted = min(replay_size, round(replay_ratio * len(feedback)))
     replay = stratified_sample(pool, wanted, seed=seed)

@@ -332,3 +332,21 @@ def test_labelled_cases_cannot_be_added_or_edited_in_the_admin(client, ml_admin,
     client.post(reverse("admin:cases_labelledcase_change", args=[case.pk]), {"diagnosis": "changed"})
     case.refresh_from_db()
     assert case.diagnosis != "changed"
+
+
+def test_holdout_splits_the_set_by_patient_and_refuses_to_split_twice(tmp_path, ml_admin):
+    rows = [{"id": f"c{i}", "patient_id": f"p{i // 3}", "text": f"Complaint: cough for {i + 1} days.",
+             "diagnosis": "bronchitis", "language": "en"} for i in range(60)]
+    path = tmp_path / "cough.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    call_command("import_cases", str(path), "--set", "cough", "--holdout", "0.25", "--user", ml_admin.username)
+
+    train, test = CaseSet.objects.get(name="cough-train"), CaseSet.objects.get(name="cough-test")
+    assert train.cases.count() + test.cases.count() == 60 and test.cases.count() > 0 and train.cases.count() > 0
+    # Every patient's three cases are on one side only.
+    train_patients = set(train.cases.values_list("patient_pseudonym", flat=True))
+    test_patients = set(test.cases.values_list("patient_pseudonym", flat=True))
+    assert not train_patients & test_patients and len(train_patients | test_patients) == 20
+    assert CaseSet.objects.get(name="cough").cases.count() == 60  # the whole set stays
+    with pytest.raises(CommandError, match="cough-(train|test) already exists"):
+        call_command("import_cases", str(path), "--set", "cough", "--holdout", "0.25")
